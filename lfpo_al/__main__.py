@@ -1,0 +1,65 @@
+"""``python -m lfpo_al <command> [hydra overrides]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lfpo_al.errors import UserError
+
+COMMANDS = {
+    "train": "run the active-learning loop: fine-tune the ensemble, explore, select, label, validate",
+    "build": "build one LixMPO4 structure from the system config (build.* keys) and write extxyz",
+    "analyze": "flip-dynamics analysis of a final model or of existing trajectories",
+    "status": "print the state of a run (run_name=NAME) from its record",
+}
+
+EXAMPLES = """examples:
+  python -m lfpo_al train                                  # the default (demo) experiment
+  python -m lfpo_al build system=lfpo build.supercell=[1,2,2] build.x=0.5 build.li_order=random build.seed=0 build.output=out.extxyz
+  python -m lfpo_al train --cfg system=lmpo                # print the composed config and exit
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lfpo_al",
+        description="Active learning of polaron-accurate DPA-2 force fields for olivine LixMPO4.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+    )
+    sub = p.add_subparsers(dest="command", metavar="command", required=True)
+    for name, text in COMMANDS.items():
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. system=lmpo build.x=0.25")
+    return p
+
+
+def run(command: str, overrides: list[str], show_cfg: bool) -> int:
+    from omegaconf import OmegaConf
+
+    from lfpo_al.config import compose_config
+
+    cfg = compose_config(overrides)
+    if show_cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    if command == "build":
+        from lfpo_al.structures.cli import build_command
+
+        return build_command(cfg)
+    raise UserError(f"'{command}' is not implemented yet; available now: build")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args.command, args.overrides, args.cfg)
+    except UserError as exc:
+        print(f"lfpo_al {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

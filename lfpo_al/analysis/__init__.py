@@ -1,0 +1,1 @@
+"""Flip-dynamics analysis: valence traces, polaron flips, Li hops, rates, Arrhenius, correlations."""

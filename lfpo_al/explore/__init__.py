@@ -1,0 +1,1 @@
+"""Exploration: MD with the ensemble, every recorded frame scored by the members' force deviation."""

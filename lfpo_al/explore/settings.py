@@ -1,0 +1,44 @@
+"""Settings of the MD exploration (``configs/explore/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lfpo_al.errors import UserError
+
+ENGINES = ("ase", "lammps")
+ENSEMBLES = ("nvt", "npt")
+
+
+@dataclass
+class ExploreSettings:
+    """MD over a matrix of builder structures x temperatures.
+
+    ``structures`` are ``build`` sections (x, li_order, seed, supercell, ...), one per family.
+    A trajectory stops early when the deviation exceeds ``abort_deviation`` (eV/A) or two atoms come
+    closer than ``min_distance`` (A); the reason is recorded.
+    """
+
+    engine: str = "ase"
+    ensemble: str = "nvt"
+    temperatures: list[float] = field(default_factory=lambda: [300.0, 600.0])
+    structures: list[dict] = field(default_factory=lambda: [{"x": 0.5, "li_order": "random", "seed": 0}])
+    n_steps: int = 200
+    timestep_fs: float = 1.0
+    record_every: int = 10
+    friction_per_fs: float = 0.01
+    abort_deviation: float = 3.0
+    min_distance: float = 0.8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise UserError(f"explore.engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+        if self.ensemble not in ENSEMBLES:
+            raise UserError(f"explore.ensemble={self.ensemble!r} is unknown; choose one of {', '.join(ENSEMBLES)}")
+        if not self.temperatures or min(self.temperatures) <= 0:
+            raise UserError(f"explore.temperatures={self.temperatures} must be a non-empty list of positive kelvin")
+        if self.record_every < 1 or self.n_steps < self.record_every:
+            raise UserError(f"explore.record_every={self.record_every} must be >= 1 and <= explore.n_steps={self.n_steps}")
+        if not self.structures:
+            raise UserError("explore.structures is empty; list at least one build section, e.g. [{x: 0.5, li_order: random}]")

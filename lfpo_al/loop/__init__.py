@@ -1,0 +1,1 @@
+"""The active-learning loop: run state (record), one iteration, tracking."""

@@ -1,0 +1,1 @@
+"""Selection of uncertain frames: trust window, per-iteration cap, diversity, report."""

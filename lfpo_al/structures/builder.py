@@ -1,0 +1,105 @@
+"""Build one LixMPO4 configuration: supercell, Li/vacancy arrangement, seeded polarons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from lfpo_al.errors import UserError
+from lfpo_al.structures import lithium, polaron
+from lfpo_al.structures.olivine import supercell
+from lfpo_al.structures.system import OlivineSystem
+
+
+@dataclass
+class BuildSpec:
+    """What to build; the ``build`` section of the config."""
+
+    supercell: list[int] = field(default_factory=lambda: [1, 2, 2])
+    x: float = 0.5
+    li_order: str = "random"
+    seed: int = 0
+    polaron_rule: str = "nearest"
+    contract: bool = True
+    output: str = "structure.extxyz"
+
+    def __post_init__(self) -> None:
+        reps = list(self.supercell)
+        if len(reps) != 3 or any(int(n) != n or n < 1 for n in reps):
+            raise UserError(f"build.supercell={reps} must be three positive integers, e.g. [1,2,2]")
+        self.supercell = [int(n) for n in reps]
+        self.x = float(self.x)
+        kind, _ = lithium.order_kind(self.li_order)
+        if kind in ("planes", "interface") and abs(self.x - 0.5) > 1e-9:
+            raise UserError(f"build.li_order={self.li_order} builds x = 0.5 only, got build.x={self.x}; set build.x=0.5")
+        if self.polaron_rule not in polaron.POLARON_RULES:
+            raise UserError(f"build.polaron_rule={self.polaron_rule!r} is unknown; choose one of {', '.join(polaron.POLARON_RULES)}")
+
+
+def build_structure(system: OlivineSystem, spec: BuildSpec) -> Atoms:
+    """LixMPO4 with per-atom ``valence`` (2/3 on M, 0 elsewhere) and ``initial_magmoms``."""
+    atoms = supercell(system, tuple(spec.supercell))
+    symbols = np.array(atoms.get_chemical_symbols())
+    li = np.flatnonzero(symbols == system.mobile_ion)
+    metal = np.flatnonzero(symbols == system.metal)
+    n_empty = lithium.n_vacancies(len(li), spec.x)
+    kind, axis = lithium.order_kind(spec.li_order)
+    rng = np.random.default_rng(spec.seed)
+
+    in_slab = None
+    if kind == "random":
+        vacancies = lithium.random_vacancies(li, n_empty, rng)
+    elif kind == "planes":
+        vacancies = lithium.plane_vacancies(atoms, li, axis)
+    else:
+        in_slab = lithium.interface_cells(atoms, axis)
+        lithium.rescale_delithiated_slab(atoms, system, axis, in_slab)
+        vacancies = li[in_slab[li]]
+    if len(vacancies) != n_empty:  # a geometry rule must honour the requested x
+        raise AssertionError(f"{spec.li_order} removed {len(vacancies)} Li, expected {n_empty}")
+
+    rule = system.valence
+    if in_slab is not None:
+        oxidised = metal[in_slab[metal]]
+    else:
+        oxidised = polaron.choose_oxidised(spec.polaron_rule, atoms.positions[vacancies], atoms, metal, rng)
+    valence = np.zeros(len(atoms), dtype=int)
+    valence[metal] = rule.reduced
+    valence[oxidised] = rule.oxidised
+    atoms.new_array("valence", valence)
+
+    oxygen = np.flatnonzero(symbols == system.oxygen)
+    if spec.contract:
+        polaron.contract_octahedra(atoms, oxidised, oxygen, rule.bond_length[rule.oxidised])
+    atoms.set_initial_magnetic_moments(polaron.initial_magmoms(valence, atoms.arrays["spin_sign"], rule.initial_magmom))
+
+    del atoms[vacancies]
+    for name in ("cell_index", "spin_sign"):
+        del atoms.arrays[name]
+    atoms.wrap()
+    atoms.info.update(
+        system=system.name, x=spec.x, li_order=spec.li_order, seed=spec.seed,
+        supercell=" ".join(map(str, spec.supercell)), polaron_rule=spec.polaron_rule,
+    )
+    check_charge_balance(atoms, system)
+    return atoms
+
+
+def check_charge_balance(atoms: Atoms, system: OlivineSystem) -> None:
+    """Formal charges (metal from ``valence``) must sum to zero."""
+    symbols = np.array(atoms.get_chemical_symbols())
+    charge = sum(system.formal_charge(s) * int(np.sum(symbols == s)) for s in system.oxidation_states)
+    charge += int(atoms.arrays["valence"][symbols == system.metal].sum())
+    if charge != 0:
+        raise AssertionError(f"built structure {atoms.get_chemical_formula()} carries formal charge {charge}")
+
+
+def write_structure(atoms: Atoms, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, atoms, format="extxyz")
+    return path

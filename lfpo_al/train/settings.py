@@ -1,0 +1,48 @@
+"""Settings of the ensemble fine-tune (``configs/model/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lfpo_al.errors import UserError
+
+DIVERSIFY = ("reinit_fitting", "keep_fitting")
+
+
+@dataclass
+class EnsembleSettings:
+    """How the pretrained DPA-2 becomes an ensemble of fine-tuned members.
+
+    ``pretrained``: ``starter`` (the model shipped with the package), a checkpoint path, or a deepmd
+    pretrained name. ``head``: branch of a multi-task checkpoint (e.g. ``MP_traj_v024_alldata_mixu``).
+    ``diversify``: ``reinit_fitting`` gives each member a fresh fitting net with its own seed (members
+    that share the pretrained fitting net barely disagree); ``bootstrap_fraction`` < 1 trains each
+    member on its own random subset of the frames.
+    """
+
+    pretrained: str = "starter"
+    head: str | None = None
+    n_members: int = 4
+    diversify: str = "reinit_fitting"
+    bootstrap_fraction: float = 1.0
+    numb_steps: int = 1000
+    batch_size: int | str = "auto"
+    start_lr: float = 1.0e-3
+    stop_lr: float = 1.0e-5
+    start_pref_e: float = 0.2
+    limit_pref_e: float = 20.0
+    start_pref_f: float = 100.0
+    limit_pref_f: float = 60.0
+    start_pref_v: float = 0.0
+    limit_pref_v: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_members < 2:
+            raise UserError(f"model.n_members={self.n_members}: an ensemble needs at least 2 members to measure deviation")
+        if self.diversify not in DIVERSIFY:
+            raise UserError(f"model.diversify={self.diversify!r} is unknown; choose one of {', '.join(DIVERSIFY)}")
+        if not 0.0 < self.bootstrap_fraction <= 1.0:
+            raise UserError(f"model.bootstrap_fraction={self.bootstrap_fraction} must be in (0, 1]")
+        if self.numb_steps < 1:
+            raise UserError(f"model.numb_steps={self.numb_steps} must be a positive number of training steps")

@@ -1,0 +1,1 @@
+"""Validation: energy/force RMSE per composition, parity plots, polaron-geometry agreement."""
