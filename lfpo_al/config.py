@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(root), version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
+        missing = re.search(r"Could not override '([^']+)'", str(exc))
+        if missing:
+            raise UserError(f"unknown key {missing.group(1)}; check its spelling (--cfg prints every key)") from exc
         detail = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip()) or type(exc).__name__
         raise UserError(f"bad override in '{' '.join(overrides)}': {detail}") from exc
 

@@ -21,8 +21,13 @@ class MachineSettings:
     def __post_init__(self) -> None:
         from dpdispatcher import Machine, Resources
 
-        for name, schema in (("machine", Machine.arginfo()), ("resources", Resources.arginfo())):
+        checks = (
+            ("machine", Machine.arginfo()),
+            ("resources", Resources.arginfo(detail_kwargs="batch_type" in self.resources)),
+        )
+        for name, schema in checks:
             try:
-                schema.check_value(getattr(self, name), strict=False)
+                value = schema.normalize_value(dict(getattr(self, name)), trim_pattern="_*")
+                schema.check_value(value, strict=False)
             except Exception as exc:  # dargs raises its own ArgumentKeyError/ArgumentTypeError
                 raise UserError(f"machine.{name} is not a valid dpdispatcher {name}: {str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,76 @@
+"""The config tree: every option of every group composes and instantiates; the CLI's surface."""
+
+import pytest
+
+from conftest import run_cli
+from lfpo_al.config import GROUPS, compose_config, config_dir, group_options, instantiate_group
+from lfpo_al.errors import UserError
+
+OPTIONS = [(group, option) for group in GROUPS for option in group_options(group)]
+
+
+def test_every_group_has_options():
+    assert {group for group, _ in OPTIONS} == set(GROUPS)
+    assert set(group_options("system")) == {"lfpo", "lmpo", "lcpo", "lnpo"}
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_compose_and_instantiate(group, option, monkeypatch):
+    monkeypatch.setenv("LFPO_AL_PRETRAINED", "/models/DPA-2.3.1.pt")
+    cfg = compose_config([f"{group}={option}"])
+    groups = [g for g in GROUPS if g != "experiment"] if group == "experiment" else [group]
+    for name in groups:
+        obj = instantiate_group(cfg, name)
+        assert type(obj).__module__.startswith("lfpo_al."), (name, type(obj))
+
+
+def test_system_swap_changes_only_chemistry():
+    fe, mn = compose_config(["system=lfpo"]), compose_config(["system=lmpo"])
+    assert fe.system.metal == "Fe" and mn.system.metal == "Mn"
+    assert fe.system.type_map == ["Li", "Fe", "P", "O"] and mn.system.type_map == ["Li", "Mn", "P", "O"]
+    fe.system = mn.system = None
+    assert fe == mn
+
+
+def test_unknown_group_option_is_one_line():
+    with pytest.raises(UserError, match=r"unknown system 'lxpo'; choose one of: lcpo, lfpo, lmpo, lnpo"):
+        compose_config(["system=lxpo"])
+
+
+def test_unknown_key_names_it():
+    with pytest.raises(UserError, match=r"unknown key build\.frac"):
+        compose_config(["build.frac=0.5"])
+
+
+def test_config_dir_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("LFPO_AL_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="no config.yaml"):
+        config_dir()
+
+
+def test_invalid_settings_rejected():
+    with pytest.raises(UserError, match="model.n_members=1"):
+        instantiate_group(compose_config(["model.n_members=1"]), "model")
+    with pytest.raises(UserError, match="selection.trust_lo=0.7 must be >= 0 and below"):
+        instantiate_group(compose_config(["selection.trust_lo=0.7"]), "selection")
+    with pytest.raises(UserError, match="machine.machine is not a valid dpdispatcher machine"):
+        instantiate_group(compose_config(["machine.machine.batch_type=7"]), "machine")
+
+
+def test_help_lists_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for command in ("train", "build", "analyze", "status"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", ["analyze", "status"])
+def test_unbuilt_commands_fail_clearly(command):
+    out = run_cli(command)
+    assert out.returncode != 0
+    assert "not implemented yet" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cfg_prints_composed_config():
+    out = run_cli("build", "--cfg", "system=lnpo")
+    assert out.returncode == 0 and "metal: Ni" in out.stdout
