@@ -6,9 +6,14 @@ the two dicts against dpdispatcher's own argument schema and builds its objects.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lfpo_al.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,3 +36,43 @@ class MachineSettings:
                 schema.check_value(value, strict=False)
             except Exception as exc:  # dargs raises its own ArgumentKeyError/ArgumentTypeError
                 raise UserError(f"machine.{name} is not a valid dpdispatcher {name}: {str(exc).splitlines()[0]}") from exc
+
+
+@dataclass
+class TaskSpec:
+    """One dpdispatcher task: a folder under ``work_base`` and the shell command run inside it."""
+
+    task_dir: str
+    command: str
+    forward_files: list[str]
+    backward_files: list[str]
+
+
+def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec], check_interval: float = 2.0) -> None:
+    """Run ``tasks`` through dpdispatcher and wait; results come back into each task folder.
+
+    A rerun with the same task list recovers dpdispatcher's record of this submission, so tasks that
+    finished before an interruption are not run again. A task that fails does not stop the others
+    (``continue_on_failure``): callers inspect each folder for its outputs.
+    """
+    from dpdispatcher import Machine, Resources, Submission, Task
+
+    if not tasks:
+        return
+    work_base = Path(work_base).resolve()
+    machine_dict = {**settings.machine, "local_root": str(work_base)}
+    machine_dict.setdefault("remote_root", str(work_base / ".dispatch"))
+    machine = Machine.load_from_dict(machine_dict)
+    resources = Resources.load_from_dict({**settings.resources, "envs": {**settings.resources.get("envs", {}), **settings.envs}})
+    prefix = f"{settings.command_prefix} " if settings.command_prefix else ""
+    task_list = [
+        Task(command=prefix + t.command, task_work_path=t.task_dir, forward_files=t.forward_files,
+             backward_files=t.backward_files, outlog="task.log", errlog="task.err")
+        for t in tasks
+    ]
+    submission = Submission(work_base="./", machine=machine, resources=resources, task_list=task_list,
+                            continue_on_failure=True)
+    try:
+        submission.run_submission(check_interval=check_interval, continue_on_failure=True)
+    except RuntimeError as exc:  # raised after all jobs were monitored; failed tasks lack their outputs
+        log.warning("some dispatched jobs failed: %s", str(exc).splitlines()[0])
