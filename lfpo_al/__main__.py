@@ -49,11 +49,31 @@ def run(command: str, overrides: list[str], show_cfg: bool) -> int:
         from lfpo_al.structures.cli import build_command
 
         return build_command(cfg)
-    raise UserError(f"'{command}' is not implemented yet; available now: build")
+    if command == "train":
+        from lfpo_al.loop.run import train_command
+
+        return train_command(cfg)
+    if command == "status":
+        from pathlib import Path
+
+        from lfpo_al.loop.report import status_text
+
+        print(status_text(Path(cfg.runs_dir) / cfg.run_name))
+        return 0
+    raise UserError(f"'{command}' is not implemented yet; available now: build, train, status")
+
+
+def setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("dpdispatcher", "deepmd", "wandb", "urllib3", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    setup_logging()
     try:
         return run(args.command, args.overrides, args.cfg)
     except UserError as exc:

@@ -22,6 +22,8 @@ class MachineSettings:
     resources: dict
     command_prefix: str = ""
     envs: dict = field(default_factory=dict)
+    # when set, tasks are packed into this many concurrent jobs (group_size = ceil(n / parallel_jobs))
+    parallel_jobs: int | None = None
 
     def __post_init__(self) -> None:
         from dpdispatcher import Machine, Resources
@@ -57,13 +59,17 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     """
     from dpdispatcher import Machine, Resources, Submission, Task
 
+    logging.getLogger("dpdispatcher").setLevel(logging.WARNING)  # its import resets the level to INFO
     if not tasks:
         return
     work_base = Path(work_base).resolve()
     machine_dict = {**settings.machine, "local_root": str(work_base)}
     machine_dict.setdefault("remote_root", str(work_base / ".dispatch"))
     machine = Machine.load_from_dict(machine_dict)
-    resources = Resources.load_from_dict({**settings.resources, "envs": {**settings.resources.get("envs", {}), **settings.envs}})
+    resources_dict = {**settings.resources, "envs": {**settings.resources.get("envs", {}), **settings.envs}}
+    if settings.parallel_jobs:
+        resources_dict["group_size"] = -(-len(tasks) // settings.parallel_jobs)
+    resources = Resources.load_from_dict(resources_dict)
     prefix = f"{settings.command_prefix} " if settings.command_prefix else ""
     task_list = [
         Task(command=prefix + t.command, task_work_path=t.task_dir, forward_files=t.forward_files,

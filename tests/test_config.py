@@ -64,7 +64,7 @@ def test_help_lists_commands():
         assert command in out.stdout
 
 
-@pytest.mark.parametrize("command", ["analyze", "status"])
+@pytest.mark.parametrize("command", ["analyze"])
 def test_unbuilt_commands_fail_clearly(command):
     out = run_cli(command)
     assert out.returncode != 0

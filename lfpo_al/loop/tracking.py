@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lfpo_al.errors import UserError
 
@@ -27,3 +28,59 @@ class TrackingSettings:
         if self.mode == "online" and not os.environ.get("WANDB_API_KEY"):
             return "offline"
         return self.mode
+
+
+class Tracker:
+    """One W&B run per ``train`` (resumed with the same id when the run folder is resumed)."""
+
+    def __init__(self, settings: TrackingSettings, run_dir: Path, run_name: str, config: dict):
+        self.mode = settings.effective_mode()
+        self.run = None
+        if self.mode == "disabled":
+            return
+        import wandb
+
+        id_file = Path(run_dir) / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        id_file.write_text(run_id)
+        self.run = wandb.init(
+            project=settings.project, entity=settings.entity, name=run_name, id=run_id, resume="allow",
+            dir=str(run_dir), mode=self.mode, config=config, tags=list(settings.tags),
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+
+    def log(self, metrics: dict, step: int | None = None, images: dict[str, Path] | None = None) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        payload = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        for key, path in (images or {}).items():
+            if Path(path).is_file():
+                payload[key] = wandb.Image(str(path))
+        self.run.log(payload, step=step)
+
+    def table(self, key: str, columns: list[str], rows: list[list], step: int | None = None) -> None:
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+
+    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        art = wandb.Artifact(name, type=kind)
+        for path in map(Path, paths):
+            if path.is_dir():
+                art.add_dir(str(path), name=path.name)
+            elif path.is_file():
+                art.add_file(str(path))
+        self.run.log_artifact(art)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None

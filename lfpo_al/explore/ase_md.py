@@ -1,0 +1,95 @@
+"""ASE molecular dynamics driven by ensemble member 0, every recorded frame scored by all members.
+
+Run inside a task folder (``python -m lfpo_al.explore.ase_md``): reads ``task.json`` and
+``start.extxyz``; writes ``frames.extxyz`` (recorded frames, per-atom ``valence`` from the M-O bonds),
+``model_devi.out`` (deepmd's format, one row per recorded frame) and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.nptberendsen import NPTBerendsen
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from lfpo_al.structures.system import OlivineSystem
+from lfpo_al.structures.valence import metal_valences
+
+DEVI_HEADER = "%12s %18s %18s %18s %18s %18s %18s %18s" % (
+    "step", "max_devi_v", "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e",
+)
+MAX_DEVI_F = 4  # column of max_devi_f in a deviation row
+
+
+def min_distance(atoms: Atoms) -> float:
+    d = atoms.get_all_distances(mic=True)
+    return float(d[np.triu_indices(len(atoms), k=1)].min())
+
+
+def make_dynamics(atoms: Atoms, task: dict, rng: np.random.Generator):
+    dt = task["timestep_fs"] * units.fs
+    if task["ensemble"] == "npt":
+        return NPTBerendsen(atoms, timestep=dt, temperature_K=task["temperature"], pressure_au=0.0,
+                            taut=100 * units.fs, taup=1000 * units.fs, compressibility_au=4.57e-5 / units.bar)
+    return Langevin(atoms, timestep=dt, temperature_K=task["temperature"],
+                    friction=task["friction_per_fs"] / units.fs, rng=rng)
+
+
+def run_md(task_dir: Path) -> dict:
+    from deepmd.calculator import DP
+    from deepmd.infer import DeepPot
+    from deepmd.infer.model_devi import calc_model_devi
+
+    task = json.loads((task_dir / "task.json").read_text())
+    system = OlivineSystem(**task["system"])
+    atoms = ase.io.read(task_dir / "start.extxyz")
+    atoms.calc = DP(model=task["models"][0])
+    members = [DeepPot(path) for path in task["models"]]
+    atype = np.array([system.type_map.index(s) for s in atoms.get_chemical_symbols()])
+    rng = np.random.default_rng(task["seed"])
+    MaxwellBoltzmannDistribution(atoms, temperature_K=task["temperature"], rng=rng)
+    dyn = make_dynamics(atoms, task, rng)
+
+    frames, rows, stop_reason = [], [], None
+    start = time.perf_counter()
+
+    def record() -> None:
+        nonlocal stop_reason
+        step = dyn.nsteps
+        devi = calc_model_devi(atoms.positions.reshape(1, -1), atoms.cell.array.reshape(1, 9), atype, members)[0]
+        devi[0] = step
+        frame = atoms.copy()
+        frame.calc = None
+        _, valence = metal_valences(frame, system)
+        full = np.zeros(len(frame), dtype=int)
+        full[np.array(frame.get_chemical_symbols()) == system.metal] = valence
+        frame.new_array("valence", full)
+        frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
+        frames.append(frame)
+        rows.append(devi)
+        if not np.isfinite(devi[MAX_DEVI_F]) or devi[MAX_DEVI_F] > task["abort_deviation"]:
+            stop_reason = f"deviation {devi[MAX_DEVI_F]:.2f} > {task['abort_deviation']:.2f} eV/A at step {step}"
+        elif (dmin := min_distance(frame)) < task["min_distance"]:
+            stop_reason = f"atoms {dmin:.2f} A apart at step {step}"
+
+    record()
+    while dyn.nsteps < task["n_steps"] and stop_reason is None:
+        dyn.run(task["record_every"])
+        record()
+    ase.io.write(task_dir / "frames.extxyz", frames, format="extxyz")
+    np.savetxt(task_dir / "model_devi.out", np.array(rows), fmt=["%12d"] + ["%18.6e"] * 7, header=DEVI_HEADER)
+    result = {"n_frames": len(frames), "n_steps_run": int(dyn.nsteps), "stop_reason": stop_reason,
+              "wall_s": round(time.perf_counter() - start, 2)}
+    (task_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    run_md(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd())

@@ -1,0 +1,87 @@
+"""The explore step: one MD task per (structure family, temperature), dispatched, then summarised."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
+from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.structures.builder import BuildSpec, build_structure, write_structure
+from lfpo_al.structures.system import OlivineSystem
+
+log = logging.getLogger(__name__)
+OUTPUTS = ["frames.extxyz", "model_devi.out", "result.json"]
+
+
+def family_name(spec: BuildSpec) -> str:
+    name = f"x{spec.x:.2f}-{spec.li_order}"
+    if spec.li_order == "random":
+        name += f"-s{spec.seed}"
+    return name + "-" + "x".join(map(str, spec.supercell))
+
+
+def structure_specs(structures: list[dict], defaults: dict) -> list[BuildSpec]:
+    base = {k: v for k, v in defaults.items() if k != "output"}
+    return [BuildSpec(**{**base, **spec}) for spec in structures]
+
+
+def explore_step(
+    settings: ExploreSettings,
+    system: OlivineSystem,
+    build_defaults: dict,
+    models: list[Path],
+    work_dir: Path,
+    machine: MachineSettings,
+    iteration: int = 0,
+) -> dict:
+    """Run (or resume) the MD matrix in ``work_dir``; writes and returns ``summary.json``."""
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    entries, tasks = [], []
+    specs = structure_specs(settings.structures, build_defaults)
+    index = 0
+    for spec in specs:
+        family = family_name(spec)
+        start = build_structure(system, spec)
+        for temperature in settings.temperatures:
+            task_dir = work_dir / f"traj.{index:03d}"
+            entries.append({"dir": task_dir.name, "family": family, "temperature": float(temperature)})
+            if not (task_dir / "result.json").is_file():
+                task_dir.mkdir(exist_ok=True)
+                write_structure(start, task_dir / "start.extxyz")
+                task = {
+                    "models": [str(Path(m).resolve()) for m in models],
+                    "system": dataclasses.asdict(system),
+                    "family": family,
+                    "temperature": float(temperature),
+                    "seed": settings.seed + 1000 * iteration + index,
+                    **{k: getattr(settings, k) for k in (
+                        "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
+                        "abort_deviation", "min_distance")},
+                }
+                (task_dir / "task.json").write_text(json.dumps(task, indent=2))
+                tasks.append(TaskSpec(
+                    task_dir=task_dir.name,
+                    command=f"{shlex.quote(sys.executable)} -m lfpo_al.explore.ase_md",
+                    forward_files=["task.json", "start.extxyz"],
+                    backward_files=OUTPUTS,
+                ))
+            index += 1
+    if tasks:
+        log.info("exploring %d trajectories (%d steps each) in %s", len(tasks), settings.n_steps, work_dir)
+        run_tasks(machine, work_dir, tasks)
+    for entry in entries:
+        result_path = work_dir / entry["dir"] / "result.json"
+        if result_path.is_file():
+            entry.update(json.loads(result_path.read_text()))
+        else:
+            err = work_dir / entry["dir"] / "task.err"
+            entry.update(n_frames=0, stop_reason=f"MD task failed: {err.read_text()[-300:] if err.is_file() else 'no output'}")
+    summary = {"engine": settings.engine, "trajectories": entries}
+    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,115 @@
+"""One active-learning iteration: train -> explore -> select -> label -> validate.
+
+Each step reads the previous step's files, writes its own folder, and is recorded in ``record.jsonl``
+when done; a recorded step is skipped on resume (label tasks are skipped one by one inside ``label``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ase.io
+
+from lfpo_al.explore.step import explore_step
+from lfpo_al.label.driver import label_frames
+from lfpo_al.loop.components import Components
+from lfpo_al.loop.data import deepmd_systems
+from lfpo_al.loop.state import RunState
+from lfpo_al.selection.step import select_step
+from lfpo_al.train.ensemble import Member, train_ensemble
+from lfpo_al.validate.step import validate_step
+
+log = logging.getLogger(__name__)
+STEPS = ("train", "explore", "select", "label", "validate")
+
+
+@dataclass
+class RunData:
+    """Paths fixed at run start."""
+
+    run_dir: Path
+    pretrained: Path
+    init_data: Path
+    test_data: Path
+    polaron_starts: list
+    teacher_relaxed: list
+
+    def iter_dir(self, k: int) -> Path:
+        return self.run_dir / f"iter.{k:06d}"
+
+    def label_data(self, k: int) -> Path:
+        return self.iter_dir(k) / "03.label" / "data"
+
+    def members(self, k: int, n: int) -> list[Member]:
+        return [Member(i, self.iter_dir(k) / "00.train" / f"member.{i:03d}") for i in range(n)]
+
+
+def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
+    """Run ``fn`` unless the record says this step is done; record its outputs and wall time."""
+    rec = state.done(k, step)
+    if rec is not None:
+        log.info("iter %d %s: done earlier, skipped", k, step)
+        return rec.get("outputs", {})
+    start = time.perf_counter()
+    log.info("iter %d %s ...", k, step)
+    outputs = fn()
+    wall = round(time.perf_counter() - start, 1)
+    state.append(k, step, "done", outputs=outputs, wall_s=wall)
+    if tracker is not None:
+        tracker.log({f"time/{step}_s": wall}, step=k)
+    return outputs
+
+
+def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labels_left: int, calibration: dict | None,
+                  tracker=None) -> dict:
+    it = data.iter_dir(k)
+    n = comp.ensemble.n_members
+
+    def train():
+        systems = deepmd_systems(data.init_data) + [s for j in range(k) for s in deepmd_systems(data.label_data(j))]
+        previous = data.members(k - 1, n) if k > 0 else None
+        members = train_ensemble(comp.ensemble, comp.system.type_map, systems, it / "00.train", comp.machine,
+                                 data.pretrained, previous=previous)
+        return {"models": [str(m.frozen) for m in members], "n_train_systems": len(systems)}
+
+    models = [Path(p) for p in run_step(state, k, "train", train, tracker)["models"]]
+
+    def explore():
+        summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, it / "01.explore", comp.machine,
+                               iteration=k)
+        stops = [t["stop_reason"] for t in summary["trajectories"] if t.get("stop_reason")]
+        return {"n_trajectories": len(summary["trajectories"]), "n_stopped": len(stops)}
+
+    run_step(state, k, "explore", explore, tracker)
+
+    def select():
+        settings = comp.selection
+        if labels_left < settings.max_selected:
+            settings = type(settings)(**{**settings.__dict__, "max_selected": max(1, labels_left)})
+        report = select_step(it / "01.explore", it / "02.select", settings, calibration=calibration)
+        return {k_: report[k_] for k_ in ("n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio",
+                                          "trust_lo", "trust_hi") if k_ in report}
+
+    selection = run_step(state, k, "select", select, tracker)
+
+    def label():
+        path = it / "02.select" / "selected.extxyz"
+        frames = ase.io.read(path, index=":") if path.is_file() and selection["n_selected"] else []
+        report = label_frames(frames, comp.labeler, comp.machine, it / "03.label", comp.system)
+        return {key: getattr(report, key) for key in ("n_tasks", "n_labeled", "n_failed", "n_valence_mismatch")}
+
+    labeling = run_step(state, k, "label", label, tracker)
+
+    def validate():
+        metrics = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
+                                comp.validate, it / "04.validate", new_label_dirs=[data.label_data(k)],
+                                target_force_error=comp.selection.target_force_error)
+        return {key: metrics[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang",
+                                              "virial_rmse_mev_per_atom", "valence_agreement",
+                                              "mean_mo_bond_error_ang")} | {"calibration": metrics["calibration"]}
+
+    metrics = run_step(state, k, "validate", validate, tracker)
+    return {"iter": k, **selection, **{f"label_{a}": b for a, b in labeling.items()}, **metrics}

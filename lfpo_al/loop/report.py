@@ -1,0 +1,78 @@
+"""The end-of-run table and ``python -m lfpo_al status``: both read only ``record.jsonl``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lfpo_al.loop.state import SETUP, RunState
+
+COLUMNS = [
+    ("iter", "iter", "{}"),
+    ("labels", "label_n_labeled", "{}"),
+    ("selected", "n_selected", "{}"),
+    ("accurate", "accurate_ratio", "{:.2f}"),
+    ("E meV/at", "energy_rmse_mev_per_atom", "{:.2f}"),
+    ("F eV/A", "force_rmse_ev_per_ang", "{:.3f}"),
+    ("valence", "valence_agreement", "{:.2f}"),
+    ("M-O err A", "mean_mo_bond_error_ang", "{:.3f}"),
+    ("rho", "spearman_rho", "{:.2f}"),
+]
+
+
+def iteration_rows(records: list[dict]) -> list[dict]:
+    rows: dict[int, dict] = {}
+    for rec in records:
+        if rec["iter"] == SETUP or rec["status"] != "done":
+            continue
+        row = rows.setdefault(rec["iter"], {"iter": rec["iter"], "steps": []})
+        row["steps"].append(rec["step"])
+        outputs = rec.get("outputs", {})
+        if rec["step"] == "label":
+            row.update({f"label_{k}": v for k, v in outputs.items()})
+        else:
+            row.update(outputs)
+        if isinstance(outputs.get("calibration"), dict):
+            row["spearman_rho"] = outputs["calibration"].get("spearman_rho")
+    return [rows[k] for k in sorted(rows)]
+
+
+def iteration_table(records: list[dict]) -> str:
+    rows = iteration_rows(records)
+    header = [name for name, _, _ in COLUMNS] + ["steps done"]
+    body = []
+    for row in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = row.get(key)
+            cells.append("-" if value is None else fmt.format(value))
+        cells.append(",".join(row["steps"]))
+        body.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)] if body else [len(h) for h in header]
+    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header)] + [line(c) for c in body])
+
+
+def status_text(run_dir: Path) -> str:
+    state = RunState(run_dir)
+    records = state.records()
+    if not records:
+        return f"{run_dir}: no record yet (nothing has run)"
+    last = records[-1]
+    setup = [r["step"] for r in records if r["iter"] == SETUP and r["status"] == "done"]
+    final = [r for r in records if r["step"] == "final"]
+    lines = [f"run {run_dir}", f"setup done: {', '.join(setup) or 'none'}",
+             f"last step: iter {last['iter']} {last['step']} {last['status']} at {last['time']}"]
+    lines.append(iteration_table(records))
+    if final:
+        out = final[-1]["outputs"]
+        lines.append(f"finished ({out.get('reason')}): final models in {out.get('final_dir')}")
+    else:
+        lines.append("not finished: rerun the same train command to resume")
+    return "\n".join(lines)
+
+
+def print_summary(state: RunState, run_dir: Path, reason: str | None) -> None:
+    print(f"\nrun {run_dir} finished: {reason}")
+    print(iteration_table(state.records()))
+    print(f"plots: {run_dir}/iter.*/04.validate/{{parity,calibration,bond_parity}}.png")
+    print(f"final ensemble: {run_dir}/final/")

@@ -1,0 +1,117 @@
+"""``python -m lfpo_al train``: set up the run folder, iterate until converged, freeze the final ensemble."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import ase.io
+from omegaconf import DictConfig
+
+from lfpo_al.config import to_plain
+from lfpo_al.label.driver import label_frames
+from lfpo_al.loop.components import Components
+from lfpo_al.loop.data import perturbed_frames
+from lfpo_al.loop.iteration import RunData, run_iteration, run_step
+from lfpo_al.loop.report import print_summary
+from lfpo_al.loop.state import SETUP, RunState
+from lfpo_al.loop.tracking import Tracker
+from lfpo_al.structures.builder import BuildSpec
+from lfpo_al.train.pretrained import resolve_pretrained
+from lfpo_al.validate.geometry import relax_positions
+
+log = logging.getLogger(__name__)
+
+
+def build_specs(structures: list[dict], defaults: dict) -> list[BuildSpec]:
+    base = {k: v for k, v in defaults.items() if k != "output"}
+    return [BuildSpec(**{**base, **s}) for s in structures]
+
+
+def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> RunData:
+    """Initial training data, the frozen test set and the teacher's relaxed polaron structures."""
+    data_dir = run_dir / "data"
+    loop = comp.loop
+
+    def init_data():
+        specs = build_specs(comp.explore.structures + loop.get("init_structures", []), comp.build_defaults)
+        frames = perturbed_frames(comp.system, specs, loop["init_frames_per_structure"], loop["init_rattle_ang"], seed=1)
+        report = label_frames(frames, comp.labeler, comp.machine, data_dir / "init", comp.system)
+        return {"n_frames": report.n_labeled, "n_failed": report.n_failed}
+
+    def test_set():
+        specs = build_specs(comp.validate.test_structures, comp.build_defaults)
+        frames = perturbed_frames(comp.system, specs, comp.validate.frames_per_structure, comp.validate.rattle_ang, seed=2)
+        report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
+        starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
+        ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
+        calc = comp.labeler.ase_calculator()
+        relaxed = [relax_positions(a, calc, comp.validate.relax_fmax, comp.validate.relax_steps) for a in starts]
+        for start, frame in zip(starts, relaxed):
+            frame.info["family"] = start.info["family"]
+        ase.io.write(data_dir / "teacher_relaxed.extxyz", relaxed, format="extxyz")
+        return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts)}
+
+    run_step(state, SETUP, "init_data", init_data, tracker)
+    run_step(state, SETUP, "test_set", test_set, tracker)
+    return RunData(
+        run_dir=run_dir,
+        pretrained=resolve_pretrained(comp.ensemble.pretrained, comp.ensemble.head),
+        init_data=data_dir / "init" / "data",
+        test_data=data_dir / "test" / "data",
+        polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
+        teacher_relaxed=ase.io.read(data_dir / "teacher_relaxed.extxyz", index=":"),
+    )
+
+
+def converged(row: dict, targets) -> bool:
+    return (row.get("accurate_ratio", 0.0) >= targets.target_accurate_ratio
+            and row["force_rmse_ev_per_ang"] <= targets.target_force_rmse
+            and row["valence_agreement"] >= targets.target_valence_agreement)
+
+
+def freeze_final(data: RunData, k: int, n_members: int, row: dict) -> Path:
+    final = data.run_dir / "final"
+    final.mkdir(exist_ok=True)
+    for member in data.members(k, n_members):
+        shutil.copy2(member.frozen, final / f"model.{member.index:03d}.pth")
+    (final / "metrics.json").write_text(json.dumps(row, indent=2, default=float))
+    return final
+
+
+def train_command(cfg: DictConfig) -> int:
+    comp = Components.from_config(cfg)
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    state = RunState(run_dir)
+    with state.lock():
+        state.freeze_config(to_plain(cfg))
+        resolve_pretrained(comp.ensemble.pretrained, comp.ensemble.head)  # fail before any work
+        tracker = Tracker(comp.tracking, run_dir, cfg.run_name, to_plain(cfg))
+        try:
+            data = prepare_data(comp, run_dir, state, tracker)
+            rows, calibration, labels_used = [], None, 0
+            max_iters, budget = comp.loop["max_iters"], comp.loop["label_budget"]
+            for k in range(max_iters):
+                row = run_iteration(k, comp, data, state, budget - labels_used, calibration, tracker)
+                rows.append(row)
+                labels_used += row.get("label_n_labeled", 0)
+                calibration = row.get("calibration")
+                tracker.log({key: v for key, v in row.items() if key != "iter"}, step=k, images={
+                    f"plots/{name}": data.iter_dir(k) / "04.validate" / f"{name}.png"
+                    for name in ("parity", "calibration", "bond_parity")})
+                stop = ("converged" if converged(row, comp.validate) else
+                        "label budget spent" if labels_used >= budget else
+                        "max_iters reached" if k == max_iters - 1 else None)
+                if stop:
+                    break
+            final = freeze_final(data, k, comp.ensemble.n_members, row)
+            state.append(k, "final", "done", outputs={"final_dir": str(final), "reason": stop})
+            tracker.artifact(f"{cfg.run_name}-models", "model", [final])
+            tracker.artifact(f"{cfg.run_name}-data", "dataset", [data.init_data, data.test_data] +
+                             [data.label_data(j) for j in range(k + 1)])
+        finally:
+            tracker.finish()
+    print_summary(state, run_dir, stop)
+    return 0

@@ -1,0 +1,169 @@
+"""Fine-tune a pretrained DPA-2 into an ensemble of members with deepmd-kit (PyTorch backend).
+
+Each member is one dpdispatcher task folder ``member.%03d`` running ``dp --pt train --finetune`` and
+``dp --pt freeze``. Members that keep the pretrained fitting net and differ only in seed barely
+disagree, so by default the first fine-tune re-initialises each member's fitting net with its own seed
+(``--model-branch RANDOM``) and each member may see its own bootstrap subset of the frames. Later
+iterations continue from the same member's previous checkpoint, so members stay distinct.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import dpdata
+import numpy as np
+
+from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
+from lfpo_al.train.settings import EnsembleSettings
+
+log = logging.getLogger(__name__)
+
+MEMBER_DIR = "member.{:03d}"
+FROZEN = "model.pth"
+CHECKPOINT = "model.final.pt"
+
+
+@dataclass
+class Member:
+    index: int
+    dir: Path
+
+    @property
+    def frozen(self) -> Path:
+        return self.dir / FROZEN
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / CHECKPOINT
+
+
+def dp_executable() -> str:
+    """The ``dp`` of the running interpreter's environment (never a different install on PATH)."""
+    return str(Path(sys.executable).with_name("dp"))
+
+
+def training_input(settings: EnsembleSettings, type_map: list[str], systems: list[Path], seed: int) -> dict:
+    """A fine-tune input: architecture comes from the checkpoint (``--use-pretrain-script``)."""
+    steps = settings.numb_steps
+    return {
+        "model": {"type_map": list(type_map), "descriptor": {}, "fitting_net": {}},
+        "learning_rate": {
+            "type": "exp",
+            "start_lr": settings.start_lr,
+            "stop_lr": settings.stop_lr,
+            "decay_steps": max(1, min(1000, steps // 10)),
+        },
+        "loss": {
+            "type": "ener",
+            "start_pref_e": settings.start_pref_e,
+            "limit_pref_e": settings.limit_pref_e,
+            "start_pref_f": settings.start_pref_f,
+            "limit_pref_f": settings.limit_pref_f,
+            "start_pref_v": settings.start_pref_v,
+            "limit_pref_v": settings.limit_pref_v,
+        },
+        "training": {
+            "training_data": {"systems": [str(p) for p in systems], "batch_size": settings.batch_size},
+            "numb_steps": steps,
+            "seed": seed,
+            "disp_file": "lcurve.out",
+            "disp_freq": max(1, steps // 20),
+            "save_freq": steps,
+        },
+    }
+
+
+def bootstrap_subset(systems: list[Path], fraction: float, rng: np.random.Generator, out_dir: Path) -> list[Path]:
+    """Write a random ``fraction`` of each system's frames (at least one) as deepmd/npy under ``out_dir``."""
+    out = []
+    for i, path in enumerate(systems):
+        system = dpdata.LabeledSystem(str(path), fmt="deepmd/npy")
+        n_keep = max(1, int(round(fraction * len(system))))
+        keep = np.sort(rng.choice(len(system), size=n_keep, replace=False))
+        target = out_dir / f"sys.{i:03d}"
+        system.sub_system(keep).to_deepmd_npy(str(target))
+        out.append(target)
+    return out
+
+
+def member_command(start_from: Path, branch: str | None) -> str:
+    dp = shlex.quote(dp_executable())
+    train = f"{dp} --pt train input.json --finetune {shlex.quote(str(start_from))} --use-pretrain-script"
+    if branch:
+        train += f" --model-branch {shlex.quote(branch)}"
+    freeze = f"{dp} --pt freeze -c . -o {FROZEN}"  # the fine-tuned model is single-task: no --head
+    # the checkpoint symlink is resolved so that it comes back as a file
+    return f"{train} > train.log 2>&1 && {freeze} >> train.log 2>&1 && cp -L model.ckpt.pt {CHECKPOINT}"
+
+
+def train_ensemble(
+    settings: EnsembleSettings,
+    type_map: list[str],
+    systems: list[Path],
+    work_dir: Path,
+    machine: MachineSettings,
+    pretrained: Path,
+    previous: list[Member] | None = None,
+) -> list[Member]:
+    """Train (or resume) ``settings.n_members`` members in ``work_dir``; returns them frozen.
+
+    ``previous``: members of the last iteration; each member continues from its own checkpoint.
+    Members whose ``model.pth`` already exists are not trained again.
+    """
+    work_dir = Path(work_dir).resolve()
+    systems = [Path(p).resolve() for p in systems]
+    if not systems:
+        raise ValueError("no training data: the ensemble needs at least one labeled deepmd/npy system")
+    members, tasks = [], []
+    for i in range(settings.n_members):
+        member = Member(i, work_dir / MEMBER_DIR.format(i))
+        members.append(member)
+        if member.frozen.is_file() and member.checkpoint.is_file():
+            continue
+        member.dir.mkdir(parents=True, exist_ok=True)
+        seed = settings.seed * 1000 + i
+        rng = np.random.default_rng(seed)
+        member_systems = systems
+        if settings.bootstrap_fraction < 1.0:
+            member_systems = bootstrap_subset(systems, settings.bootstrap_fraction, rng, member.dir / "bootstrap")
+        (member.dir / "input.json").write_text(json.dumps(training_input(settings, type_map, member_systems, seed), indent=2))
+        if previous:
+            start, branch = previous[i].checkpoint, None
+        else:
+            start = pretrained
+            branch = "RANDOM" if settings.diversify == "reinit_fitting" else settings.head
+        tasks.append(TaskSpec(
+            task_dir=member.dir.name,
+            command=member_command(start, branch),
+            forward_files=["input.json"],
+            backward_files=[FROZEN, CHECKPOINT, "lcurve.out", "train.log"],
+        ))
+    if tasks:
+        log.info("training %d ensemble members in %s", len(tasks), work_dir)
+        run_tasks(machine, work_dir, tasks)
+    missing = [m.dir.name for m in members if not (m.frozen.is_file() and m.checkpoint.is_file())]
+    if missing:
+        logs = "; ".join(tail_of(work_dir / name / "train.log") for name in missing)
+        raise RuntimeError(f"ensemble members {', '.join(missing)} did not train: {logs}")
+    return members
+
+
+def tail_of(path: Path, n_chars: int = 300) -> str:
+    if not path.is_file():
+        return f"{path} missing"
+    return f"{path}: ...{path.read_text(errors='replace')[-n_chars:].strip()}"
+
+
+def last_training_rmse(member: Member) -> dict[str, float]:
+    """Last row of lcurve.out: training energy (per atom) and force RMSE."""
+    path = member.dir / "lcurve.out"
+    with open(path) as fh:
+        names = fh.readline().lstrip("#").split()
+    rows = np.atleast_2d(np.loadtxt(path))
+    return {name: float(v) for name, v in zip(names, rows[-1])}

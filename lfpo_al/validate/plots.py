@@ -1,0 +1,48 @@
+"""Parity plots of energies and forces (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lfpo_al.validate.metrics import Predictions  # noqa: E402
+
+
+def parity_plot(predictions: list[Predictions], path: Path, member: int = 0, title: str = "") -> Path:
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(9, 4.2))
+    for p in predictions:
+        ax_e.scatter(p.energy_ref / p.n_atoms, p.energy[member] / p.n_atoms, s=12, label=p.formula)
+        ax_f.scatter(p.force_ref.ravel(), p.force[member].ravel(), s=2, alpha=0.4, label=p.formula)
+    for ax, unit in ((ax_e, "energy (eV/atom)"), (ax_f, "force component (eV/A)")):
+        lo, hi = ax.get_xlim()
+        lo, hi = min(lo, ax.get_ylim()[0]), max(hi, ax.get_ylim()[1])
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"reference {unit}")
+        ax.set_ylabel(f"model {unit}")
+    ax_e.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bond_parity_plot(bonds_model: np.ndarray, bonds_teacher: np.ndarray, threshold: float, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.scatter(bonds_teacher, bonds_model, s=14)
+    lo, hi = min(bonds_teacher.min(), bonds_model.min()) - 0.02, max(bonds_teacher.max(), bonds_model.max()) + 0.02
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.axvline(threshold, color="r", lw=0.8)
+    ax.axhline(threshold, color="r", lw=0.8)
+    ax.set_xlabel("teacher mean M-O (A)")
+    ax.set_ylabel("model mean M-O (A)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
