@@ -90,8 +90,8 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
         if labels_left < settings.max_selected:
             settings = type(settings)(**{**settings.__dict__, "max_selected": max(1, labels_left)})
         report = select_step(it / "01.explore", it / "02.select", settings, calibration=calibration)
-        return {k_: report[k_] for k_ in ("n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio",
-                                          "trust_lo", "trust_hi") if k_ in report}
+        summary = {key: report[key] for key in ("n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio")}
+        return summary | {key: report["trust_levels"][key] for key in ("trust_lo", "trust_hi", "source")}
 
     selection = run_step(state, k, "select", select, tracker)
 
@@ -106,7 +106,7 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
     def validate():
         metrics = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
                                 comp.validate, it / "04.validate", new_label_dirs=[data.label_data(k)],
-                                target_force_error=comp.selection.target_force_error)
+                                calibration_settings=comp.selection)
         return {key: metrics[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang",
                                               "virial_rmse_mev_per_atom", "valence_agreement",
                                               "mean_mo_bond_error_ang")} | {"calibration": metrics["calibration"]}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lfpo_al.errors import UserError
+
+AUTO = "auto"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -12,7 +19,12 @@ class SelectionSettings:
     """Frames with trust_lo <= max force deviation < trust_hi are candidates (eV/A).
 
     ``trust_lo: auto`` derives the window from the measured relation between deviation and true force
-    error so that selected frames are those whose expected error exceeds ``target_force_error``.
+    error so that selected frames are those whose expected error exceeds ``target_force_error``;
+    ``trust_hi: auto`` puts the upper level where the expected error reaches ``trust_hi_factor`` times
+    the target. ``error_quantile`` picks which quantile of the error at a given deviation is compared
+    with the target (0.5: the typical error; higher is more cautious and labels more frames).
+    With ``auto`` and no calibration yet, the deviation is taken as the error: trust_lo =
+    target_force_error, trust_hi = trust_hi_factor x target_force_error.
     ``max_selected`` caps the labels per iteration; candidates are spread over the structure families
     and frames closer than ``min_frame_distance`` (A, max atomic displacement) to a chosen one are skipped.
     """
@@ -22,14 +34,30 @@ class SelectionSettings:
     max_selected: int = 20
     min_frame_distance: float = 0.05
     target_force_error: float = 0.15
+    trust_hi_factor: float = 4.0
+    error_quantile: float = 0.5
 
     def __post_init__(self) -> None:
-        auto = self.trust_lo == "auto"
-        if not auto and isinstance(self.trust_lo, str):
-            raise UserError(f"selection.trust_lo={self.trust_lo!r} must be a number (eV/A) or auto")
-        if isinstance(self.trust_hi, str) and self.trust_hi != "auto":
-            raise UserError(f"selection.trust_hi={self.trust_hi!r} must be a number (eV/A) or auto")
-        if not auto and self.trust_hi != "auto" and not 0 <= self.trust_lo < self.trust_hi:
+        for key in ("trust_lo", "trust_hi"):
+            value = getattr(self, key)
+            if value != AUTO and not _is_number(value):
+                raise UserError(f"selection.{key}={value!r} must be a number (eV/A) or auto")
+        if _is_number(self.trust_lo) and _is_number(self.trust_hi) and not 0 <= self.trust_lo < self.trust_hi:
             raise UserError(f"selection.trust_lo={self.trust_lo} must be >= 0 and below selection.trust_hi={self.trust_hi}")
-        if self.max_selected < 1:
+        if _is_number(self.trust_hi) and self.trust_hi <= 0:
+            raise UserError(f"selection.trust_hi={self.trust_hi} must be a positive deviation (eV/A)")
+        if not isinstance(self.max_selected, int) or isinstance(self.max_selected, bool) or self.max_selected < 1:
             raise UserError(f"selection.max_selected={self.max_selected} must be a positive number of frames")
+        if not _is_number(self.min_frame_distance) or self.min_frame_distance < 0:
+            raise UserError(f"selection.min_frame_distance={self.min_frame_distance} must be >= 0 A (0 keeps near-duplicates)")
+        if not _is_number(self.target_force_error) or self.target_force_error <= 0:
+            raise UserError(f"selection.target_force_error={self.target_force_error} must be a positive force error (eV/A)")
+        if not _is_number(self.trust_hi_factor) or self.trust_hi_factor <= 1:
+            raise UserError(f"selection.trust_hi_factor={self.trust_hi_factor} must be > 1 (trust_hi sits above the target error)")
+        if not _is_number(self.error_quantile) or not 0 < self.error_quantile < 1:
+            raise UserError(f"selection.error_quantile={self.error_quantile} must lie strictly between 0 and 1 (0.5: median error)")
+
+    @property
+    def auto(self) -> bool:
+        """True when either trust level is derived from a calibration."""
+        return AUTO in (self.trust_lo, self.trust_hi)

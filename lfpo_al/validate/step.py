@@ -36,7 +36,7 @@ def validate_step(
     settings: ValidateSettings,
     out_dir: Path,
     new_label_dirs: list[Path] = (),
-    target_force_error: float = 0.15,
+    calibration_settings=None,
 ) -> dict:
     """Evaluate the ensemble; write ``metrics.json`` and plots in ``out_dir`` and return the metrics."""
     from deepmd.calculator import DP
@@ -57,7 +57,11 @@ def validate_step(
     dev_test, err_test = deviation_and_error(test)
     dev_new, err_new = deviation_and_error(new)
     deviation, error = np.concatenate([dev_test, dev_new]), np.concatenate([err_test, err_new])
-    calibration = calibrate(deviation, error, target_force_error, out_png=out_dir / "calibration.png")
+    sel = calibration_settings
+    calibration = calibrate(
+        deviation, error, sel.target_force_error if sel else 0.15, out_png=out_dir / "calibration.png",
+        **({"trust_hi_factor": sel.trust_hi_factor, "error_quantile": sel.error_quantile} if sel else {}),
+    )
     calibration["n_test_frames"], calibration["n_new_frames"] = int(len(dev_test)), int(len(dev_new))
     metrics["calibration"] = calibration
     np.savetxt(out_dir / "deviation_vs_error.txt", np.column_stack([deviation, error]),
