@@ -60,7 +60,13 @@ def run(command: str, overrides: list[str], show_cfg: bool) -> int:
 
         print(status_text(Path(cfg.runs_dir) / cfg.run_name))
         return 0
-    raise UserError(f"'{command}' is not implemented yet; available now: build, train, status")
+    if command == "analyze":
+        try:
+            from lfpo_al.analysis.cli import analyze_command
+        except ImportError:
+            raise UserError("'analyze' is not implemented yet; available now: build, train, status") from None
+        return analyze_command(cfg)
+    raise UserError(f"unknown command {command!r}")
 
 
 def setup_logging() -> None:

@@ -7,6 +7,7 @@ the two dicts against dpdispatcher's own argument schema and builds its objects.
 from __future__ import annotations
 
 import logging
+import shutil
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +77,23 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
              backward_files=t.backward_files, outlog="task.log", errlog="task.err")
         for t in tasks
     ]
-    submission = Submission(work_base="./", machine=machine, resources=resources, task_list=task_list,
-                            continue_on_failure=True)
-    try:
-        submission.run_submission(check_interval=check_interval, continue_on_failure=True)
-    except RuntimeError as exc:  # raised after all jobs were monitored; failed tasks lack their outputs
-        log.warning("some dispatched jobs failed: %s", str(exc).splitlines()[0])
+
+    def submission() -> Submission:
+        return Submission(work_base="./", machine=machine, resources=resources, task_list=task_list,
+                          continue_on_failure=True)
+
+    def submit() -> None:
+        try:
+            submission().run_submission(check_interval=check_interval, continue_on_failure=True)
+        except RuntimeError as exc:  # raised after all jobs were monitored; failed tasks lack their outputs
+            log.warning("some dispatched jobs failed: %s", str(exc).splitlines()[0])
+
+    remote = Path(machine_dict["remote_root"]) / submission().get_hash()
+    recovered = remote.exists()
+    submit()
+    missing = [t for t in tasks if not all((work_base / t.task_dir / f).exists() for f in t.backward_files)]
+    if recovered and missing:
+        # dpdispatcher recovered an earlier submission of the same tasks: finished tasks came back, but
+        # its failed jobs stay failed in the record. Start the unfinished ones afresh, once.
+        shutil.rmtree(remote, ignore_errors=True)
+        submit()

@@ -70,7 +70,7 @@ def run_md(task_dir: Path) -> dict:
         _, valence = metal_valences(frame, system)
         full = np.zeros(len(frame), dtype=int)
         full[np.array(frame.get_chemical_symbols()) == system.metal] = valence
-        frame.new_array("valence", full)
+        frame.set_array("valence", full)
         frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
         frames.append(frame)
         rows.append(devi)

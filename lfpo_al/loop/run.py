@@ -72,6 +72,14 @@ def converged(row: dict, targets) -> bool:
             and row["valence_agreement"] >= targets.target_valence_agreement)
 
 
+def log_selected_frames(tracker, report_path: Path, k: int) -> None:
+    if not report_path.is_file():
+        return
+    columns = ["source", "family", "temperature", "step", "max_devi_f"]
+    rows = [[frame.get(c) for c in columns] for frame in json.loads(report_path.read_text()).get("selected", [])]
+    tracker.table("selected_frames", columns, rows, step=k)
+
+
 def freeze_final(data: RunData, k: int, n_members: int, row: dict) -> Path:
     final = data.run_dir / "final"
     final.mkdir(exist_ok=True)
@@ -101,6 +109,7 @@ def train_command(cfg: DictConfig) -> int:
                 tracker.log({key: v for key, v in row.items() if key != "iter"}, step=k, images={
                     f"plots/{name}": data.iter_dir(k) / "04.validate" / f"{name}.png"
                     for name in ("parity", "calibration", "bond_parity")})
+                log_selected_frames(tracker, data.iter_dir(k) / "02.select" / "report.json", k)
                 stop = ("converged" if converged(row, comp.validate) else
                         "label budget spent" if labels_used >= budget else
                         "max_iters reached" if k == max_iters - 1 else None)
