@@ -52,7 +52,7 @@ def test_invalid_settings_rejected():
     with pytest.raises(UserError, match="model.n_members=1"):
         instantiate_group(compose_config(["model.n_members=1"]), "model")
     with pytest.raises(UserError, match="selection.trust_lo=0.7 must be >= 0 and below"):
-        instantiate_group(compose_config(["selection.trust_lo=0.7"]), "selection")
+        instantiate_group(compose_config(["selection=trust_window", "selection.trust_lo=0.7"]), "selection")
     with pytest.raises(UserError, match="machine.machine is not a valid dpdispatcher machine"):
         instantiate_group(compose_config(["machine.machine.batch_type=7"]), "machine")
 
