@@ -1,0 +1,154 @@
+"""The Labeler interface: what a teacher (DFT code or surrogate) must provide to the shared driver.
+
+Like an ASE calculator *template*, a labeler only knows its own files: it writes the inputs of one
+task folder, names the shell command that runs there, and reads the result back. Where the command
+runs (this machine, Slurm) is the machine config's business; task folders, skipping finished work,
+dispatch, quarantine and collection live once in ``lfpo_al.label.driver``.
+
+Conventions every labeler follows:
+- the command runs inside the task folder and exits 0 when it has decided the task, either way;
+  it returns at once when the folder already holds a decision (a job resubmitted after a kill
+  reruns every task it had not yet tagged finished);
+- a deterministic failure (bad input, SCF that cannot converge) writes ``failed.json``
+  (``{"reason": ...}``) instead of an exception, so that nobody retries it;
+- ``read_outputs`` returns the frame with a ``SinglePointCalculator`` holding the total energy (eV),
+  forces (eV/A) and stress (ASE convention: eV/A^3, positive under tension), and the teacher's
+  magnetic moments as the per-atom array ``magmoms`` (muB).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from ase import Atoms
+
+from lfpo_al.errors import UserError
+from lfpo_al.structures.system import OlivineSystem
+
+MISMATCH_POLICIES = ("keep", "drop", "relabel")
+FAILED_FILE = "failed.json"
+
+
+@dataclass
+class Labeler(ABC):
+    """A teacher; its dataclass fields are its config (``configs/label/<name>.yaml``).
+
+    magmom_tolerance: muB; a metal moment farther than this from every expected moment belongs to no
+        valence and counts as a mismatch.
+    expected_magmom: this teacher's own |m| per valence, by metal (``{Fe: {2: 3.92, 3: 4.40}}``),
+        for teachers whose moments sit off the GGA+U values of ``system.valence.expected_magmom``
+        (CHGNet does); metals not listed use the system's values.
+    mismatch_policy: what to do with a frame whose moments contradict its intended valences:
+        ``keep`` it and flag it in the report, ``drop`` it, or ``relabel`` it (labelers that can
+        re-seed moments only).
+    max_attempts: how often a task that ended without any result (crash, killed job) is run.
+    min_distance: A; a frame with two atoms closer than this is quarantined before dispatch.
+    cores_per_task: cores one task occupies (threads x MPI ranks); a Shell machine runs
+        ``cpu_per_node // cores_per_task`` jobs at once.
+    """
+
+    magmom_tolerance: float = 0.5
+    mismatch_policy: str = "keep"
+    max_attempts: int = 2
+    min_distance: float = 0.5
+    cores_per_task: int = 1
+    expected_magmom: dict | None = None
+
+    supports_relabel: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.mismatch_policy not in MISMATCH_POLICIES:
+            choices = ", ".join(MISMATCH_POLICIES)
+            raise UserError(f"label.mismatch_policy={self.mismatch_policy!r} is unknown; choose one of {choices}")
+        if self.mismatch_policy == "relabel" and not self.supports_relabel:
+            raise UserError(
+                f"label.mismatch_policy=relabel is not supported by this labeler ({type(self).__name__}); use keep or drop"
+            )
+        if not self.magmom_tolerance > 0:
+            raise UserError(f"label.magmom_tolerance={self.magmom_tolerance} must be positive (muB)")
+        if int(self.max_attempts) != self.max_attempts or self.max_attempts < 1:
+            raise UserError(f"label.max_attempts={self.max_attempts} must be a positive integer")
+        if self.min_distance < 0:
+            raise UserError(f"label.min_distance={self.min_distance} must be >= 0 (Angstrom); 0 disables the check")
+        if int(self.cores_per_task) != self.cores_per_task or self.cores_per_task < 1:
+            raise UserError(f"label.cores_per_task={self.cores_per_task} must be a positive integer")
+        self.max_attempts = int(self.max_attempts)
+        self.cores_per_task = int(self.cores_per_task)
+        try:
+            self.expected_magmom = {str(metal): {int(v): float(m) for v, m in per_valence.items()}
+                                    for metal, per_valence in (self.expected_magmom or {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise UserError(
+                f"label.expected_magmom={self.expected_magmom!r} must map metal -> {{valence: |m| in muB}}, "
+                "e.g. {Fe: {2: 3.9, 3: 4.4}}"
+            ) from None
+
+    def expected_moments(self, system: OlivineSystem) -> dict[int, float]:
+        """|m| per valence that this teacher gives the system's metal."""
+        moments = self.expected_magmom.get(system.metal, system.valence.expected_magmom)
+        rule = system.valence
+        missing = {rule.reduced, rule.oxidised} - set(moments)
+        if missing:
+            raise UserError(
+                f"label.expected_magmom.{system.metal} lacks valence {sorted(missing)}; "
+                f"give both {rule.reduced} and {rule.oxidised}"
+            )
+        return {v: moments[v] for v in (rule.reduced, rule.oxidised)}
+
+    def ase_calculator(self):
+        """An in-process ASE calculator of the same teacher (to relax structures), where one exists."""
+        raise UserError(f"{type(self).__name__} offers no in-process ASE calculator; use label=chgnet for that step")
+
+    @property
+    def name(self) -> str:
+        """Short teacher name recorded with every label."""
+        return type(self).__name__.removesuffix("Labeler").lower()
+
+    @property
+    @abstractmethod
+    def forward_files(self) -> list[str]:
+        """Inputs ``write_inputs`` puts in a task folder, sent to where the command runs."""
+
+    @property
+    @abstractmethod
+    def backward_files(self) -> list[str]:
+        """Files the command may leave behind (results, ``failed.json``), brought back when present."""
+
+    @abstractmethod
+    def write_inputs(self, atoms: Atoms, task_dir: Path, system: OlivineSystem) -> None:
+        """Write everything the command needs into ``task_dir`` (which exists)."""
+
+    @abstractmethod
+    def command(self) -> str:
+        """Shell command run inside a task folder; exits 0 once the task is decided."""
+
+    @abstractmethod
+    def is_finished(self, task_dir: Path) -> bool:
+        """Whether ``task_dir`` holds a decided task: a result or ``failed.json``."""
+
+    @abstractmethod
+    def read_outputs(self, task_dir: Path) -> Atoms:
+        """The labeled frame (see the module docstring); raises if the output is unreadable."""
+
+
+def write_failure(task_dir: Path, reason: str) -> None:
+    """Mark a task as failed for a deterministic reason (the driver quarantines it, nobody retries it)."""
+    path = Path(task_dir) / FAILED_FILE
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps({"reason": reason}, indent=1) + "\n")
+    partial.replace(path)
+
+
+def read_failure(task_dir: Path) -> str | None:
+    """The reason recorded in ``failed.json``, or None when the task did not fail that way."""
+    path = Path(task_dir) / FAILED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["reason"])
+    except (ValueError, KeyError, TypeError):
+        return f"{FAILED_FILE} present but unreadable: {path.read_text()[:200]!r}"
