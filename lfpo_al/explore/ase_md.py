@@ -1,7 +1,8 @@
 """ASE molecular dynamics driven by ensemble member 0, every recorded frame scored by all members.
 
 Run inside a task folder (``python -m lfpo_al.explore.ase_md``): reads ``task.json`` and
-``start.extxyz``; writes ``frames.extxyz`` (recorded frames, per-atom ``valence`` from the M-O bonds),
+``start.extxyz``; writes ``frames.extxyz`` (recorded frames with the seeded per-atom ``valence`` and
+``valence_geometry`` read from the M-O bonds),
 ``model_devi.out`` (deepmd's format, one row per recorded frame) and ``result.json``.
 """
 
@@ -70,7 +71,9 @@ def run_md(task_dir: Path) -> dict:
         _, valence = metal_valences(frame, system)
         full = np.zeros(len(frame), dtype=int)
         full[np.array(frame.get_chemical_symbols()) == system.metal] = valence
-        frame.set_array("valence", full)
+        # ``valence`` stays the seeded pattern the teacher is checked against; the instantaneous
+        # geometric reading is kept beside it (thermal noise makes it flicker at high T)
+        frame.set_array("valence_geometry", full)
         frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
         frames.append(frame)
         rows.append(devi)

@@ -117,9 +117,9 @@ def train_command(cfg: DictConfig) -> int:
                     break
             final = freeze_final(data, k, comp.ensemble.n_members, row)
             state.append(k, "final", "done", outputs={"final_dir": str(final), "reason": stop})
-            tracker.artifact(f"{cfg.run_name}-models", "model", [final])
+            tracker.artifact(f"{cfg.run_name}-models", "model", [final], root=run_dir)
             tracker.artifact(f"{cfg.run_name}-data", "dataset", [data.init_data, data.test_data] +
-                             [data.label_data(j) for j in range(k + 1)])
+                             [data.label_data(j) for j in range(k + 1)], root=run_dir)
         finally:
             tracker.finish()
     print_summary(state, run_dir, stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class Tracker:
         import wandb
 
         id_file = Path(run_dir) / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         id_file.write_text(run_id)
         self.run = wandb.init(
             project=settings.project, entity=settings.entity, name=run_name, id=run_id, resume="allow",
@@ -67,17 +68,19 @@ class Tracker:
 
         self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
 
-    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+    def artifact(self, name: str, kind: str, paths: list[Path], root: Path) -> None:
+        """Log files and folders as one artifact, each under its path relative to ``root``."""
         if self.run is None:
             return
         import wandb
 
         art = wandb.Artifact(name, type=kind)
         for path in map(Path, paths):
+            rel = str(path.resolve().relative_to(Path(root).resolve()))
             if path.is_dir():
-                art.add_dir(str(path), name=path.name)
+                art.add_dir(str(path), name=rel)
             elif path.is_file():
-                art.add_file(str(path))
+                art.add_file(str(path), name=rel)
         self.run.log_artifact(art)
 
     def finish(self) -> None:
