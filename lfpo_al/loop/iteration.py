@@ -58,8 +58,10 @@ def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
     outputs = fn()
     wall = round(time.perf_counter() - start, 1)
     state.append(k, step, "done", outputs=outputs, wall_s=wall)
-    if tracker is not None:
+    if tracker is not None and k >= 0:
         tracker.log({f"time/{step}_s": wall}, step=k)
+    elif tracker is not None:
+        tracker.summary({f"time/{step}_s": wall})
     return outputs
 
 

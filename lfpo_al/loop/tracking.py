@@ -61,6 +61,11 @@ class Tracker:
                 payload[key] = wandb.Image(str(path))
         self.run.log(payload, step=step)
 
+    def summary(self, values: dict) -> None:
+        """Run-level values (setup timings, final metrics) that belong to no iteration."""
+        if self.run is not None:
+            self.run.summary.update(values)
+
     def table(self, key: str, columns: list[str], rows: list[list], step: int | None = None) -> None:
         if self.run is None or not rows:
             return

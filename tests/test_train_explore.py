@@ -1,0 +1,97 @@
+"""Real deepmd-kit fine-tuning of a 2-member ensemble from the starter model, then ASE MD exploration."""
+
+import json
+
+import ase.io
+import dpdata
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from lfpo_al.config import compose_config, instantiate_group
+from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.explore.step import explore_step
+from lfpo_al.train.ensemble import last_training_rmse, train_ensemble
+from lfpo_al.train.pretrained import resolve_pretrained
+from lfpo_al.train.settings import EnsembleSettings
+from lfpo_al.structures import BuildSpec, build_structure
+
+
+@pytest.fixture(scope="module")
+def machine():
+    return instantiate_group(compose_config([]), "machine")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, load_system):
+    """Four 28-atom frames labeled by CHGNet, written as deepmd/npy with dpdata."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    system = load_system("lfpo")
+    calc = CHGNetCalculator(use_device="cpu")
+    rng = np.random.default_rng(0)
+    multi = dpdata.MultiSystems(type_map=system.type_map)
+    for x, seed in ((1.0, 0), (0.5, 1), (0.5, 2), (0.0, 3)):
+        atoms = build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=seed))
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        atoms.calc = calc
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+        multi.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
+    out = tmp_path_factory.mktemp("data")
+    multi.to_deepmd_npy(str(out))
+    return sorted(p.parent for p in out.rglob("type.raw"))
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, tiny_data, machine, load_system):
+    settings = EnsembleSettings(n_members=2, numb_steps=4, bootstrap_fraction=0.75)
+    work = tmp_path_factory.mktemp("train")
+    return train_ensemble(settings, load_system("lfpo").type_map, tiny_data, work, machine, resolve_pretrained("starter"))
+
+
+def test_members_are_frozen_and_distinct(members, tiny_data):
+    from deepmd.infer import DeepPot
+
+    assert all(m.frozen.is_file() and m.checkpoint.is_file() for m in members)
+    assert "rmse_trn" in last_training_rmse(members[0]) or "rmse_e_trn" in last_training_rmse(members[0])
+    system = dpdata.LabeledSystem(str(tiny_data[0]), fmt="deepmd/npy")
+    pots = [DeepPot(str(m.frozen)) for m in members]
+    type_map = pots[0].get_type_map()
+    atype = np.array([type_map.index(system["atom_names"][t]) for t in system["atom_types"]])
+    forces = [p.eval(system["coords"][:1].reshape(1, -1), system["cells"][:1].reshape(1, 9), atype)[1] for p in pots]
+    # re-initialised fitting nets with their own seeds: the members must disagree
+    assert np.abs(forces[0] - forces[1]).max() > 1e-4
+
+
+def test_training_skips_finished_members(members, tiny_data, machine, load_system):
+    before = [m.frozen.stat().st_mtime_ns for m in members]
+    settings = EnsembleSettings(n_members=2, numb_steps=4)
+    again = train_ensemble(settings, load_system("lfpo").type_map, tiny_data, members[0].dir.parent, machine,
+                           resolve_pretrained("starter"))
+    assert [m.frozen.stat().st_mtime_ns for m in again] == before
+
+
+def test_explore_writes_frames_and_deviation(members, machine, load_system, tmp_path):
+    settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "li_order": "random", "seed": 0,
+                               "supercell": [1, 1, 1]}], n_steps=20, record_every=5)
+    summary = explore_step(settings, load_system("lfpo"), {"supercell": [1, 1, 1]}, [m.frozen for m in members],
+                           tmp_path, machine)
+    (traj,) = summary["trajectories"]
+    assert traj["n_frames"] == 5 and traj["stop_reason"] is None and traj["family"] == "x0.50-random-s0-1x1x1"
+    frames = ase.io.read(tmp_path / "traj.000" / "frames.extxyz", index=":")
+    devi = np.loadtxt(tmp_path / "traj.000" / "model_devi.out")
+    assert len(frames) == 5 and devi.shape == (5, 8)
+    np.testing.assert_array_equal(devi[:, 0], [0, 5, 10, 15, 20])
+    assert np.all(devi[:, 4] > 0) and np.all(devi[:, 4] >= devi[:, 6])
+    assert set(np.unique(frames[-1].arrays["valence_geometry"])) <= {0, 2, 3}
+    np.testing.assert_array_equal(frames[-1].arrays["valence"], frames[0].arrays["valence"])  # seeded pattern kept
+    assert np.sum(frames[0].arrays["valence"] == 3) == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["trajectories"][0]["n_frames"] == 5
+
+
+def test_explore_stops_on_deviation(members, machine, load_system, tmp_path):
+    settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 1.0, "supercell": [1, 1, 1]}],
+                               n_steps=20, record_every=5, abort_deviation=1e-6)
+    (traj,) = explore_step(settings, load_system("lfpo"), {}, [m.frozen for m in members], tmp_path, machine)["trajectories"]
+    assert traj["n_frames"] == 1 and traj["stop_reason"].startswith("deviation")
