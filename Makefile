@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m lfpo_al train
+	$(PY) -m lfpo_al train $(ARGS)
+	$(PY) -m lfpo_al analyze $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

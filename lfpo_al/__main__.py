@@ -61,10 +61,8 @@ def run(command: str, overrides: list[str], show_cfg: bool) -> int:
         print(status_text(Path(cfg.runs_dir) / cfg.run_name))
         return 0
     if command == "analyze":
-        try:
-            from lfpo_al.analysis.cli import analyze_command
-        except ImportError:
-            raise UserError("'analyze' is not implemented yet; available now: build, train, status") from None
+        from lfpo_al.analysis.cli import analyze_command
+
         return analyze_command(cfg)
     raise UserError(f"unknown command {command!r}")
 

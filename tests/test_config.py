@@ -64,11 +64,10 @@ def test_help_lists_commands():
         assert command in out.stdout
 
 
-@pytest.mark.parametrize("command", ["analyze"])
-def test_unbuilt_commands_fail_clearly(command):
-    out = run_cli(command)
-    assert out.returncode != 0
-    assert "not implemented yet" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+def test_analyze_without_input_fails_clearly(tmp_path):
+    out = run_cli("analyze", f"runs_dir={tmp_path}")
+    assert out.returncode == 2
+    assert "nothing to analyse" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_cfg_prints_composed_config():

@@ -243,9 +243,22 @@ def test_calibration_recovers_power_law(tmp_path):
     assert result["spearman_rho"] > 0.9 and result["spearman_p"] < 1e-10
     assert result["slope"] == pytest.approx(1.2, abs=0.05) and result["prefactor"] == pytest.approx(0.8, rel=0.1)
     assert result["trust_lo"] == pytest.approx((0.15 / 0.8) ** (1 / 1.2), rel=0.08)
-    assert result["trust_hi"] == pytest.approx((0.6 / 0.8) ** (1 / 1.2), rel=0.08)
+    derived_hi = result.get("trust_hi_derived", result["trust_hi"])
+    assert derived_hi == pytest.approx((0.6 / 0.8) ** (1 / 1.2), rel=0.08)
+    assert result["trust_hi"] == pytest.approx(max(derived_hi, deviation.max()))
     assert (tmp_path / "calibration.png").stat().st_size > 10_000
     json.dumps(result, allow_nan=False)
+
+
+def test_young_model_keeps_labelable_frames_as_candidates():
+    """Error far above the target at every measured deviation: all frames are worth labeling, none failed."""
+    rng = np.random.default_rng(3)
+    deviation = rng.uniform(0.07, 0.6, size=30)
+    error = 4.0 * deviation * np.exp(rng.normal(scale=0.2, size=30))
+    result = calibrate(deviation, error, target_force_error=0.15)
+    assert result["trust_lo"] < deviation.min()
+    assert result["trust_hi_derived"] < deviation.max() and result["trust_hi"] == pytest.approx(deviation.max())
+    assert any("trust_hi raised" in w for w in result["warnings"])
 
 
 def test_calibration_quantile_is_more_cautious():

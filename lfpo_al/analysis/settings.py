@@ -1,4 +1,4 @@
-"""Settings of the analysis suite (``configs/analysis/``)."""
+"""Settings of the analysis suite (``configs/analysis/``); every physical choice is a key here."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from lfpo_al.errors import UserError
 class AnalysisSettings:
     """Production MD with a final model (``run_name`` or ``model``) or existing ``trajectories``.
 
-    ``threshold``: ``valley`` takes d* from the trajectory's own bimodal bond-length histogram
-    (falling back to the system's bond_threshold), or a number in A. Flips: running mean over
-    ``smoothing_fs``, hysteresis +-``hysteresis_ang`` about d*, optional ``min_dwell_fs``.
-    Li hops: a change of nearest Li site that persists ``li_dwell_fs``.
+    Valence: ``threshold`` is ``valley`` (d* at the valley of the trajectory's own histogram of smoothed
+    mean M-O bonds, the system's bond_threshold when that is not bimodal: deeper than
+    ``valley_max_depth``), ``system`` or a bond length in A. Flips: running mean over ``smoothing_fs``,
+    hysteresis +-``hysteresis_ang`` about d*, optional ``min_dwell_fs``. Li hops: a change of nearest
+    4a site that persists ``li_dwell_fs``. Trust: frames with max force deviation >= ``trust_level``
+    (eV/A; ``auto``: the run's last calibrated trust_hi, else ``fallback_trust_level``) are untrusted;
+    ``exclude_untrusted`` leaves their intervals out of counts and durations.
     """
 
     run_name: str | None = None
@@ -23,27 +26,71 @@ class AnalysisSettings:
     temperatures: list[float] = field(default_factory=list)
     frame_interval_fs: float | None = None
     output_dir: str | None = None
+    skip_fs: float = 0.0
     md_temperatures: list[float] = field(default_factory=lambda: [600.0, 800.0])
     md_structures: list[dict] = field(default_factory=lambda: [{"x": 0.5, "li_order": "random", "seed": 0}])
     md_steps: int = 2000
     md_timestep_fs: float = 1.0
     md_record_every: int = 10
+    md_abort_deviation: float = 1.0e6
+    md_seed: int = 0
+    trust_level: float | str = "auto"
+    fallback_trust_level: float = 0.3
     exclude_untrusted: bool = True
     threshold: float | str = "valley"
+    valley_max_depth: float = 0.8
     smoothing_fs: float = 100.0
     hysteresis_ang: float = 0.025
     min_dwell_fs: float = 0.0
     li_dwell_fs: float = 200.0
     pair_cutoff_ang: float = 4.0
     pair_dt_bins_ps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.5, 2.0, 10.0])
+    interface_layers: int = 1
+    layer_tolerance_ang: float = 0.75
+    trace_metals: int = 4
+    sensitivity: bool = True
+    plots: bool = True
 
     def __post_init__(self) -> None:
+        self.trajectories = [str(p) for p in (self.trajectories or [])]
+        self.temperatures = [float(t) for t in (self.temperatures or [])]
         if self.trajectories and self.temperatures and len(self.trajectories) != len(self.temperatures):
             raise UserError(
                 f"analysis.temperatures has {len(self.temperatures)} values for {len(self.trajectories)} "
                 "analysis.trajectories; give one temperature per trajectory"
             )
-        if isinstance(self.threshold, str) and self.threshold != "valley":
-            raise UserError(f"analysis.threshold={self.threshold!r} must be valley or a bond length in A")
-        if self.hysteresis_ang < 0 or self.smoothing_fs < 0:
-            raise UserError("analysis.hysteresis_ang and analysis.smoothing_fs must be >= 0")
+        if any(t <= 0 for t in self.temperatures):
+            raise UserError(f"analysis.temperatures={self.temperatures} must be positive kelvin")
+        if isinstance(self.threshold, str):
+            try:
+                self.threshold = float(self.threshold)
+            except ValueError:
+                if self.threshold not in ("valley", "system"):
+                    raise UserError(f"analysis.threshold={self.threshold!r} must be valley, system or a bond length "
+                                    "in A") from None
+        if isinstance(self.trust_level, str):
+            try:
+                self.trust_level = float(self.trust_level)
+            except ValueError:
+                if self.trust_level != "auto":
+                    raise UserError(f"analysis.trust_level={self.trust_level!r} must be auto or a deviation in eV/A") from None
+        if not isinstance(self.trust_level, str) and self.trust_level <= 0:
+            raise UserError(f"analysis.trust_level={self.trust_level} must be positive (eV/A)")
+        for key in ("hysteresis_ang", "smoothing_fs", "min_dwell_fs", "li_dwell_fs", "skip_fs"):
+            if getattr(self, key) < 0:
+                raise UserError(f"analysis.{key}={getattr(self, key)} must be >= 0")
+        if self.frame_interval_fs is not None and self.frame_interval_fs <= 0:
+            raise UserError(f"analysis.frame_interval_fs={self.frame_interval_fs} must be positive")
+        bins = [float(b) for b in self.pair_dt_bins_ps]
+        if len(bins) < 2 or any(b1 <= b0 for b0, b1 in zip(bins, bins[1:])) or bins[0] < 0:
+            raise UserError(f"analysis.pair_dt_bins_ps={self.pair_dt_bins_ps} must be >= 2 increasing edges from >= 0")
+        self.pair_dt_bins_ps = bins
+        if self.pair_cutoff_ang <= 0:
+            raise UserError(f"analysis.pair_cutoff_ang={self.pair_cutoff_ang} must be positive")
+        if not 0 < self.valley_max_depth <= 1:
+            raise UserError(f"analysis.valley_max_depth={self.valley_max_depth} must be in (0, 1]")
+        if self.md_record_every < 1 or self.md_steps < self.md_record_every:
+            raise UserError(f"analysis.md_record_every={self.md_record_every} must be >= 1 and <= "
+                            f"analysis.md_steps={self.md_steps}")
+        if self.interface_layers < 0 or self.layer_tolerance_ang <= 0:
+            raise UserError("analysis.interface_layers must be >= 0 and analysis.layer_tolerance_ang > 0")

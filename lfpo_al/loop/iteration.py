@@ -72,7 +72,8 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
 
     def train():
         systems = deepmd_systems(data.init_data) + [s for j in range(k) for s in deepmd_systems(data.label_data(j))]
-        previous = data.members(k - 1, n) if k > 0 else None
+        continue_members = k > 0 and not comp.ensemble.from_pretrained_each_iteration
+        previous = data.members(k - 1, n) if continue_members else None
         members = train_ensemble(comp.ensemble, comp.system.type_map, systems, it / "00.train", comp.machine,
                                  data.pretrained, previous=previous)
         return {"models": [str(m.frozen) for m in members], "n_train_systems": len(systems)}

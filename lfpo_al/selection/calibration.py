@@ -31,7 +31,9 @@ Method
    ``trust_hi`` is where it reaches ``trust_hi_factor x target`` (default 4x):
    ``trust_hi = trust_lo * trust_hi_factor^(1/b)``. Above it the model is so far off that the MD is
    exploring unphysical geometries, which DFT labels poorly (slow or unconverged SCF) and which would
-   not occur in a sound trajectory.
+   not occur in a sound trajectory. ``trust_hi`` is never set below the largest deviation of the
+   calibration frames themselves: the teacher labeled those, so they are not failures (a young model
+   whose error exceeds the target everywhere would otherwise select nothing).
 
 Fallbacks (``fallback`` holds the reason; the levels then take the deviation as the error:
 ``trust_lo = target``, ``trust_hi = trust_hi_factor x target``): fewer than 3 usable frames, constant
@@ -158,9 +160,29 @@ def calibrate(
         result["method"] = "fallback: deviation taken as the force error"
         result["fallback"] = fallback
         result["trust_lo"], result["trust_hi"] = default_trust_levels(target_force_error, trust_hi_factor)
+    _keep_labelable_frames_below_trust_hi(result)
     if out_png is not None:
         result["plot"] = str(plot_calibration(x, y, result, out_png))
     return result
+
+
+def _keep_labelable_frames_below_trust_hi(result: dict) -> None:
+    """Never put trust_hi below the largest deviation of the calibration frames.
+
+    Every calibration frame carries a valid teacher label, so geometries up to that deviation are
+    demonstrably labelable; a lower trust_hi (a young model whose error exceeds the target
+    everywhere) would call all explored frames 'failed' and select nothing to learn from.
+    """
+    if not result.get("deviation_range"):
+        return
+    labelable = result["deviation_range"][1]
+    if result["trust_hi"] < labelable:
+        result["trust_hi_derived"] = result["trust_hi"]
+        result["trust_hi"] = labelable
+        result["warnings"].append(
+            f"trust_hi raised from {result['trust_hi_derived']:.3g} to {labelable:.3g} eV/A, the largest deviation "
+            "among frames the teacher labeled: below it frames are labelable, not failed"
+        )
 
 
 def _degenerate_reason(x: np.ndarray, y: np.ndarray) -> str | None:

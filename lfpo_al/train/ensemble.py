@@ -94,7 +94,7 @@ def bootstrap_subset(systems: list[Path], fraction: float, rng: np.random.Genera
 
 def member_command(start_from: Path, branch: str | None) -> str:
     dp = shlex.quote(dp_executable())
-    train = f"{dp} --pt train input.json --finetune {shlex.quote(str(start_from))} --use-pretrain-script"
+    train = f"{dp} --pt train input.json --finetune {shlex.quote(str(Path(start_from).resolve()))} --use-pretrain-script"
     if branch:
         train += f" --model-branch {shlex.quote(branch)}"
     freeze = f"{dp} --pt freeze -c . -o {FROZEN}"  # the fine-tuned model is single-task: no --head

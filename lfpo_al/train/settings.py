@@ -18,6 +18,10 @@ class EnsembleSettings:
     ``diversify``: ``reinit_fitting`` gives each member a fresh fitting net with its own seed (members
     that share the pretrained fitting net barely disagree); ``bootstrap_fraction`` < 1 trains each
     member on its own random subset of the frames.
+    ``from_pretrained_each_iteration``: every iteration fine-tunes afresh from the pretrained model on
+    all frames so far (default). Continuing from the previous iteration's members on a few hundred
+    frames drifts away from what the pretrained model knew (demo: test force RMSE 0.53 -> 0.60 eV/A and
+    valence agreement 0.94 -> 0.50 over two continued iterations on the same data).
     """
 
     pretrained: str = "starter"
@@ -36,6 +40,7 @@ class EnsembleSettings:
     start_pref_v: float = 0.0
     limit_pref_v: float = 0.0
     seed: int = 0
+    from_pretrained_each_iteration: bool = True
 
     def __post_init__(self) -> None:
         if self.n_members < 2:

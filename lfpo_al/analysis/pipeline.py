@@ -1,0 +1,191 @@
+"""Analyse one trajectory: valence per M per frame, flips, Li hops, trust, rates, profile, flip pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lfpo_al.analysis import correlations, profiles, rates
+from lfpo_al.analysis.events import Events, FlipParams, detect_flips, frames_for, histogram_valley, running_mean, site_hops
+from lfpo_al.analysis.settings import AnalysisSettings
+from lfpo_al.analysis.sites import li_site_keys, li_site_lattice
+from lfpo_al.analysis.trajectory import Trajectory
+from lfpo_al.structures.system import OlivineSystem
+from lfpo_al.structures.valence import mean_bond_lengths
+
+
+@dataclass
+class RunResult:
+    """Everything the outputs need from one trajectory (arrays for the per-run figures included)."""
+
+    row: dict
+    flips: Events  # frames, columns into ``metal``, signs; all detected flips
+    flips_counted: np.ndarray
+    hops: Events  # columns into ``li``
+    hops_counted: np.ndarray
+    metal: np.ndarray
+    li: np.ndarray
+    frame_interval_fs: float
+    first_frame: int = 0  # frames dropped from the start (skip_fs): times count from the file's first frame
+    bonds: np.ndarray | None = None
+    smooth: np.ndarray | None = None
+    threshold: float = 0.0
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
+    profile: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    def time_ps(self, frames: np.ndarray) -> np.ndarray:
+        return (np.asarray(frames) + self.first_frame) * self.frame_interval_fs / 1000.0
+
+
+def _columns(array: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The chosen frames (last axis) of an (atoms, frames) array; no copy when that is all of them."""
+    return array if len(frames) == array.shape[-1] else array[:, frames]
+
+
+def expected_oxidised(symbols: np.ndarray, system: OlivineSystem) -> float | None:
+    """Number of M3+ that charge balance requires for this composition (None if it is not integral)."""
+    rule = system.valence
+    charge = sum(system.formal_charge(s) * int(np.sum(symbols == s)) for s in system.oxidation_states)
+    n_metal = int(np.sum(symbols == system.metal))
+    n3 = -(charge + rule.reduced * n_metal) / (rule.oxidised - rule.reduced)
+    return float(n3) if 0 <= n3 <= n_metal else None
+
+
+def choose_threshold(settings: AnalysisSettings, system: OlivineSystem, smooth: np.ndarray,
+                     frames: np.ndarray) -> tuple[float, str, dict]:
+    """(d*, where it came from, bimodality report of the smoothed bonds)."""
+    fallback = system.valence.bond_threshold
+    if isinstance(settings.threshold, float):
+        return settings.threshold, "config", {}
+    if settings.threshold == "system" or not len(frames):
+        return fallback, "system", {}
+    value, report = histogram_valley(_columns(smooth, frames), fallback, max_depth=settings.valley_max_depth)
+    return value, "valley" if report.get("bimodal") else "system (histogram not bimodal)", report
+
+
+def flip_params(settings: AnalysisSettings, dt_fs: float, smoothing_scale: float = 1.0, hysteresis_scale: float = 1.0) -> FlipParams:
+    return FlipParams(
+        smooth_frames=frames_for(settings.smoothing_fs * smoothing_scale, dt_fs, odd=True),
+        hysteresis=settings.hysteresis_ang * hysteresis_scale,
+        dwell_frames=frames_for(settings.min_dwell_fs, dt_fs) if settings.min_dwell_fs > 0 else 1,
+    )
+
+
+def _sensitivity(bonds, threshold, settings, dt_fs, intervals, n_metal, duration_ps, rule) -> dict:
+    """Flip rate when smoothing or hysteresis is halved or doubled (a rate is only as good as these)."""
+    out = {}
+    for label, s_scale, h_scale in (("smoothing_x0.5", 0.5, 1), ("smoothing_x2", 2, 1),
+                                    ("hysteresis_x0.5", 1, 0.5), ("hysteresis_x2", 1, 2)):
+        events, _, _ = detect_flips(bonds, threshold, flip_params(settings, dt_fs, s_scale, h_scale),
+                                    reduced=rule.reduced, oxidised=rule.oxidised)
+        out[label] = rates.rate(int(rates.counted(events.frame, intervals).sum()), n_metal, duration_ps)
+    return out
+
+
+def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: AnalysisSettings,
+                       trust_level: float | None, keep_arrays: bool = True) -> RunResult:
+    """Detect events in one trajectory and summarise them as a ``summary.json`` row."""
+    rule = system.valence
+    skip = frames_for(settings.skip_fs, traj.frame_interval_fs) if settings.skip_fs > 0 else 0
+    if skip:
+        traj = _drop_head(traj, skip)
+    dt = traj.frame_interval_fs
+    n_frames = traj.n_frames
+    metal, oxygen, li = traj.indices(system.metal), traj.indices(system.oxygen), traj.indices(system.mobile_ion)
+    mask = rates.trusted_frames(traj.deviation, trust_level)
+    intervals = rates.trusted_intervals(mask if settings.exclude_untrusted else None, n_frames)
+    counted_ps = float(intervals.sum()) * dt / 1000.0
+    frames_for_hist = np.flatnonzero(mask) if (mask is not None and settings.exclude_untrusted) else np.arange(n_frames)
+    if not len(frames_for_hist):  # nothing trusted: diagnostics over all frames (rates are 0 / None anyway)
+        frames_for_hist = np.arange(n_frames)
+
+    row: dict = {"trajectory": traj.name, "temperature_K": traj.temperature, "n_frames": int(n_frames),
+                 "duration_ps": round(traj.duration_ps, 6)}
+    flips, flips_counted, bonds, smooth, threshold = Events.empty(), np.zeros(0, bool), None, None, rule.bond_threshold
+    extra: dict = {}
+    if len(metal):
+        bonds = mean_bond_lengths(traj.positions, traj.cells, metal, oxygen, dtype=np.float32, metal_major=True)
+        params = flip_params(settings, dt)
+        smooth = running_mean(bonds, params.smooth_frames)
+        threshold, source, report = choose_threshold(settings, system, smooth, frames_for_hist)
+        flips, states, _ = detect_flips(bonds, threshold, params, smooth=smooth, reduced=rule.reduced, oxidised=rule.oxidised)
+        flips_counted = rates.counted(flips.frame, intervals)
+        n_ox = (_columns(states, frames_for_hist) == rule.oxidised).sum(axis=0)
+        time_avg = _columns(bonds, frames_for_hist).mean(axis=1)
+        extra.update(
+            threshold_ang=round(float(threshold), 5), threshold_source=source, bimodality_smoothed=report,
+            bimodality_instantaneous=histogram_valley(_columns(bonds, frames_for_hist), rule.bond_threshold,
+                                                      max_depth=settings.valley_max_depth)[1],
+            smoothing_frames=params.smooth_frames, hysteresis_ang=params.hysteresis, min_dwell_frames=params.dwell_frames,
+            m3_expected=expected_oxidised(traj.symbols, system),
+            m3_mean=round(float(n_ox.mean()), 4) if len(n_ox) else None,
+            m3_min=int(n_ox.min()) if len(n_ox) else None, m3_max=int(n_ox.max()) if len(n_ox) else None,
+            m3_time_averaged=int(np.sum(time_avg < threshold)),
+        )
+        if settings.sensitivity:
+            extra["fe_flip_rate_sensitivity"] = _sensitivity(bonds, threshold, settings, dt, intervals, len(metal),
+                                                             counted_ps, rule)
+    hops, hops_counted = Events.empty(), np.zeros(0, bool)
+    if len(li) and n_frames > 1:
+        sites = li_site_lattice(system, traj.cells[0], traj.li_order)
+        keys, residual = li_site_keys(traj.positions[:, li], traj.cells, sites)
+        hops = site_hops(keys, frames_for(settings.li_dwell_fs, dt) if settings.li_dwell_fs > 0 else 1)
+        hops_counted = rates.counted(hops.frame, intervals)
+        extra.update(li_sites=int(len(sites)), li_site_residual_ang=round(residual, 4),
+                     li_dwell_frames=frames_for(settings.li_dwell_fs, dt) if settings.li_dwell_fs > 0 else 1)
+
+    n_flips, n_hops = int(flips_counted.sum()), int(hops_counted.sum())
+    row.update(
+        n_fe_flips=n_flips, n_li_hops=n_hops,
+        fe_flip_rate_per_fe_per_ps=rates.rate(n_flips, len(metal), counted_ps),
+        li_hop_rate_per_li_per_ps=rates.rate(n_hops, len(li), counted_ps),
+        trusted_fraction=None if mask is None else round(float(mask.mean()), 6),
+        untrusted_segments_ps=rates.untrusted_segments(mask, dt),
+        trusted_duration_ps=round(counted_ps, 6), frame_interval_fs=dt, n_fe=int(len(metal)), n_li=int(len(li)),
+        n_fe_flips_all=int(len(flips)), n_li_hops_all=int(len(hops)),
+        li_order=traj.li_order, family=traj.info.get("family"), skipped_frames=skip, trust_level=trust_level,
+        **extra,
+    )
+    result = RunResult(row=row, flips=flips, flips_counted=flips_counted, hops=hops, hops_counted=hops_counted,
+                       metal=metal, li=li, frame_interval_fs=dt, first_frame=skip, threshold=threshold)
+    if len(metal) and len(flips):
+        counted_flips = flips.select(flips_counted)
+        dist = correlations.metal_distances(traj.positions[0, metal].astype(float), traj.cells[0])
+        result.pairs = correlations.pair_counts(result.time_ps(counted_flips.frame), counted_flips.column,
+                                                counted_flips.sign, dist, settings.pair_dt_bins_ps,
+                                                [0.0, settings.pair_cutoff_ang, np.inf])
+    axis = profiles.interface_axis(traj.li_order)
+    if axis is not None and len(metal) and bonds is not None:
+        result.profile = _profile(traj, system, settings, axis, metal, states, frames_for_hist, flips, flips_counted, counted_ps)
+        row["interface"] = {k: result.profile[k] for k in ("interfacial", "bulk")} | {"axis": "abc"[axis]}
+    if keep_arrays:
+        result.bonds, result.smooth = bonds, smooth
+    return result
+
+
+def _profile(traj, system, settings, axis, metal, states, frames, flips, flips_counted, duration_ps) -> dict:
+    rule = system.valence
+    stride = max(1, traj.n_frames // 2000)  # the mean position needs no more than ~2000 frames
+    frac = traj.positions[::stride, metal].astype(float) @ np.linalg.inv(traj.cells[0])
+    angle = 2 * np.pi * frac[..., axis]  # circular mean: an M oscillating across the boundary stays put
+    along = (np.arctan2(np.sin(angle).mean(axis=0), np.cos(angle).mean(axis=0)) / (2 * np.pi)) % 1.0
+    length = float(np.linalg.norm(traj.cells[:, axis], axis=1).mean())
+    if traj.initial_valence is not None and len(traj.initial_valence) == len(traj.symbols):
+        initial = traj.initial_valence[metal] == rule.oxidised
+    else:
+        initial = states[:, 0] == rule.oxidised
+    m3_fraction = (_columns(states, frames) == rule.oxidised).mean(axis=1)
+    per_m = np.bincount(flips.column[flips_counted], minlength=len(metal)).astype(float)
+    return profiles.interface_profile(along, length, initial, m3_fraction, per_m, duration_ps,
+                                      settings.layer_tolerance_ang, settings.interface_layers)
+
+
+def _drop_head(traj: Trajectory, skip: int) -> Trajectory:
+    """The trajectory without its first ``skip`` frames (equilibration)."""
+    from dataclasses import replace
+
+    skip = min(skip, max(traj.n_frames - 2, 0))
+    return replace(traj, positions=traj.positions[skip:], cells=traj.cells[skip:],
+                   deviation=None if traj.deviation is None else traj.deviation[skip:])

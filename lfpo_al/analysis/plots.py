@@ -1,0 +1,160 @@
+"""Figures of the analysis (matplotlib Agg, PNG): each function draws one figure and returns its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lfpo_al.analysis.rates import KB_EV  # noqa: E402
+
+KIND_STYLE = {"fe_flip": ("tab:red", "o", "M flip"), "li_hop": ("tab:blue", "s", "Li hop"),
+              "fe_flip_interfacial": ("tab:purple", "^", "M flip (interfacial)")}
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def arrhenius_plot(series: dict[str, list[tuple[float, float]]], fits: dict[str, dict | None], path: Path,
+                   metal: str = "Fe") -> Path:
+    """ln k vs 1000/T per event kind with the fitted lines (Fig. 1b)."""
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    for kind, points in series.items():
+        points = [(t, k) for t, k in points if t and k and k > 0]
+        if not points:
+            continue
+        color, marker, label = KIND_STYLE.get(kind, ("k", "x", kind))
+        label = label.replace("M ", f"{metal} ")
+        t, k = np.array(points).T
+        ax.plot(1000 / t, k, marker, color=color, alpha=0.7, label=label)
+        fit = fits.get(kind)
+        if fit:
+            grid = np.linspace(1000 / t.max() * 0.95, 1000 / t.min() * 1.05, 50)
+            ax.plot(grid, fit["nu0_per_ps"] * np.exp(-fit["ea_ev"] / (KB_EV * 1000 / grid)), "-", color=color,
+                    label=f"  nu0={fit['nu0_per_ps']:.3g}/ps, Ea={fit['ea_ev']:.3f}±{fit['ea_err_ev']:.3f} eV")
+    ax.set_yscale("log")
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel("rate per atom (1/ps)")
+    ax.legend(fontsize=7)
+    ax.set_title("Arrhenius")
+    return _save(fig, path)
+
+
+def bond_traces(time_ps: np.ndarray, bonds: np.ndarray, smooth: np.ndarray, labels: list[str],
+                threshold: float, delta: float, path: Path, title: str) -> Path:
+    """Mean M-O bond length against time for a few M (rows of ``bonds``/``smooth``), raw and smoothed,
+    with d* and the hysteresis band (Fig. 1c)."""
+    fig, axes = plt.subplots(len(labels), 1, figsize=(7, 1.6 * len(labels) + 0.6), sharex=True, squeeze=False)
+    for ax, raw, smoothed, label in zip(axes[:, 0], bonds, smooth, labels):
+        ax.plot(time_ps, raw, lw=0.4, color="0.6")
+        ax.plot(time_ps, smoothed, lw=1.2, color="tab:blue")
+        ax.axhline(threshold, color="k", lw=0.8)
+        ax.axhspan(threshold - delta, threshold + delta, color="tab:orange", alpha=0.15)
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1, 0].set_xlabel("time (ps)")
+    axes[0, 0].set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def bond_histogram(bonds: np.ndarray, smooth: np.ndarray, threshold: float, report: dict, path: Path, title: str) -> Path:
+    """Histogram of instantaneous and smoothed mean M-O bonds with the threshold and the bimodality."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    lo, hi = np.percentile(bonds, [0.1, 99.9])
+    bins = np.linspace(lo, hi, 90)
+    ax.hist(np.ravel(bonds), bins=bins, density=True, alpha=0.45, color="0.5", label="instantaneous")
+    ax.hist(np.ravel(smooth), bins=bins, density=True, histtype="step", lw=1.5, color="tab:blue", label="smoothed")
+    ax.axvline(threshold, color="k", label=f"d* = {threshold:.3f} A")
+    depth = report.get("depth")
+    ax.set_title(f"{title}\nbimodal: {report.get('bimodal', '-')}" + (f", valley depth {depth:.2f}" if depth is not None else ""),
+                 fontsize=8)
+    ax.set_xlabel("mean M-O bond (A)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def rates_by_order(rows: list[dict], path: Path, key: str = "fe_flip_rate_per_fe_per_ps") -> Path:
+    """Flip rate against temperature for each Li ordering (Fig. 3); disordered seeds pooled as mean +- spread."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    groups: dict[str, dict[float, list[float]]] = {}
+    for row in rows:
+        if row.get(key) is None or row.get("temperature_K") is None:
+            continue
+        order = row.get("li_order") or "unknown"
+        groups.setdefault(order, {}).setdefault(row["temperature_K"], []).append(row[key])
+    for order, by_t in sorted(groups.items()):
+        t = np.array(sorted(by_t))
+        mean = np.array([np.mean(by_t[v]) for v in t])
+        err = np.array([np.ptp(by_t[v]) / 2 for v in t])
+        ax.errorbar(t, mean, yerr=err, marker="o", capsize=3, label=order)
+    ax.set_xlabel("T (K)")
+    ax.set_ylabel("flips per M per ps")
+    ax.set_title("flip rate by Li ordering")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def interface_profile_plot(profile: dict, path: Path, title: str) -> Path:
+    """Valence fractions (top) and flip counts (bottom) per layer along the interface axis (Fig. 4a/b)."""
+    layers = profile["layers"]
+    x = np.array([layer["position_ang"] for layer in layers])
+    f3 = np.array([layer["m3_fraction"] for layer in layers])
+    flips = np.array([layer["n_flips"] for layer in layers])
+    inter = np.array([layer["interfacial"] for layer in layers])
+    width = 0.8 * (np.min(np.diff(x)) if len(x) > 1 else 1.0)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(6, 4.6), sharex=True)
+    a1.bar(x, 1 - f3, width=width, color="tab:blue", label="M2+")
+    a1.bar(x, f3, width=width, bottom=1 - f3, color="tab:red", label="M3+")
+    a1.set_ylabel("valence fraction")
+    a1.legend(fontsize=7, loc="upper right")
+    a2.bar(x, flips, width=width, color=np.where(inter, "tab:purple", "0.5"))
+    a2.set_ylabel("flips")
+    a2.set_xlabel("position along the interface axis (A)")
+    a1.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def interface_vs_bulk(points: dict[str, list[tuple[float, float]]], path: Path) -> Path:
+    """Interfacial vs bulk flip rates against temperature, with the bulk orderings for comparison (Fig. 4c)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for label, pts in points.items():
+        pts = sorted((t, k) for t, k in pts if t is not None and k is not None)
+        if pts:
+            t, k = np.array(pts).T
+            ax.plot(t, k, marker="o", label=label, lw=2 if "interfacial" in label else 1)
+    ax.set_xlabel("T (K)")
+    ax.set_ylabel("flips per M per ps")
+    ax.set_title("interfacial vs bulk flip rates")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def pair_heatmap(opposite: np.ndarray, same: np.ndarray, dt_edges, r_edges, path: Path) -> Path:
+    """R = N_opposite / N_same binned by |dt| (rows) and M-M distance (columns), Table 2 as a heat map."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(same > 0, opposite / np.maximum(same, 1), np.nan)
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
+    im = ax.imshow(r, cmap="coolwarm", vmin=0, vmax=max(2.0, np.nanmax(r) if np.isfinite(r).any() else 2.0),
+                   aspect="auto", origin="lower")
+    for a in range(r.shape[0]):
+        for b in range(r.shape[1]):
+            value = "-" if opposite[a, b] + same[a, b] == 0 else "inf" if np.isnan(r[a, b]) else f"{r[a, b]:.2f}"
+            text = f"{value}\n({opposite[a, b]}/{same[a, b]})"
+            ax.text(b, a, text, ha="center", va="center", fontsize=7)
+    ax.set_yticks(range(r.shape[0]), [f"{dt_edges[i]:g}-{dt_edges[i + 1]:g}" for i in range(r.shape[0])])
+    ax.set_xticks(range(r.shape[1]), [f"{r_edges[i]:g}-{r_edges[i + 1]:g}" for i in range(r.shape[1])])
+    ax.set_ylabel("|dt| (ps)")
+    ax.set_xlabel("M-M distance (A)")
+    ax.set_title("flip pairs: R = N_opp / N_same", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    return _save(fig, path)

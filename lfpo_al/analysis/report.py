@@ -1,0 +1,227 @@
+"""Write the analysis outputs: summary.json, events.csv, flip-pair table, profiles and figures.
+
+Layout of the output folder::
+
+    summary.json            runs (one row per trajectory), arrhenius fits, flip-pair table, figures, tables
+    events.csv              time_ps,kind,atom_index,sign,trajectory,trusted   (all runs, all events)
+    runs/<name>/events.csv  time_ps,kind,atom_index,sign                       (counted events of one run)
+    flip_pairs.csv          Table 2: opposite/same-sign flip pairs by |dt| and M-M distance, R
+    interface_profile.csv   per-layer valence fractions and flips of every interface run
+    figures/*.png           arrhenius, flip_rates_by_order, flip_pairs, interface_vs_bulk,
+                            bond_traces_<run>, bond_histogram_<run>, interface_profile_<run>
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from lfpo_al.analysis import correlations, plots, rates
+from lfpo_al.analysis.pipeline import RunResult
+from lfpo_al.analysis.settings import AnalysisSettings
+
+EVENT_COLUMNS = ["time_ps", "kind", "atom_index", "sign"]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def event_rows(result: RunResult) -> list[tuple]:
+    """(time_ps, kind, atom_index, sign, counted) of one run, ordered by time."""
+    rows = []
+    for kind, ev, counted, atoms in (("fe_flip", result.flips, result.flips_counted, result.metal),
+                                     ("li_hop", result.hops, result.hops_counted, result.li)):
+        times = result.time_ps(ev.frame)
+        rows += list(zip(np.round(times, 6).tolist(), [kind] * len(ev), atoms[ev.column].tolist(),
+                         ev.sign.tolist(), counted.tolist()))
+    return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+
+
+def write_events(results: list[RunResult], out_dir: Path) -> list[Path]:
+    paths = [out_dir / "events.csv"]
+    with open(paths[0], "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(EVENT_COLUMNS + ["trajectory", "trusted"])
+        for res in results:
+            for t, kind, atom, sign, ok in event_rows(res):
+                writer.writerow([t, kind, atom, sign, res.row["trajectory"], int(ok)])
+    for res in results:
+        path = out_dir / "runs" / slug(res.row["trajectory"]) / "events.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(EVENT_COLUMNS)
+            writer.writerows([r[:4] for r in event_rows(res) if r[4]])
+        paths.append(path)
+    return paths
+
+
+def _is_interface(row: dict) -> bool:
+    return str(row.get("li_order") or "").startswith("interface_")
+
+
+def arrhenius_section(rows: list[dict]) -> dict | None:
+    """Fits over temperatures (only with >= 2 distinct temperatures among the runs).
+
+    Bulk fits (``fe_flip``, ``li_hop``) use the disordered runs (li_order random or unknown) when they
+    span >= 2 temperatures, else every non-interface run, else every run; ``fe_flip_interfacial`` uses
+    the interfacial layers of interface runs; ``by_family`` fits each structure family alone.
+    """
+    temps = {r["temperature_K"] for r in rows if r.get("temperature_K") is not None}
+    if len(temps) < 2:
+        return None
+    disordered = [r for r in rows if not _is_interface(r) and (r.get("li_order") in (None, "random"))]
+    bulk = [r for r in rows if not _is_interface(r)]
+    for name, chosen in (("disordered", disordered), ("non-interface", bulk), ("all", rows)):
+        if len({r["temperature_K"] for r in chosen if r.get("temperature_K") is not None}) >= 2:
+            break
+
+    def fit(rs, n_key, count_key):
+        return rates.arrhenius_from_points([(r["temperature_K"], r[count_key], r[n_key] * r["trusted_duration_ps"])
+                                            for r in rs if r.get(n_key)])
+
+    section = {"runs_used": name, "fe_flip": fit(chosen, "n_fe", "n_fe_flips"),
+               "li_hop": fit(chosen, "n_li", "n_li_hops")}
+    interfaces = [r for r in rows if _is_interface(r) and r.get("interface")]
+    if interfaces:
+        section["fe_flip_interfacial"] = rates.arrhenius_from_points([
+            (r["temperature_K"], r["interface"]["interfacial"]["n_flips"],
+             r["interface"]["interfacial"]["n_m"] * r["trusted_duration_ps"]) for r in interfaces])
+        section["fe_flip_interface_bulk"] = rates.arrhenius_from_points([
+            (r["temperature_K"], r["interface"]["bulk"]["n_flips"],
+             r["interface"]["bulk"]["n_m"] * r["trusted_duration_ps"]) for r in interfaces])
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        families.setdefault(str(r.get("family") or r.get("li_order") or "unknown"), []).append(r)
+    section["by_family"] = {fam: {"fe_flip": fit(rs, "n_fe", "n_fe_flips"), "li_hop": fit(rs, "n_li", "n_li_hops")}
+                            for fam, rs in sorted(families.items())
+                            if len({r["temperature_K"] for r in rs if r.get("temperature_K") is not None}) >= 2}
+    return section
+
+
+def pair_section(results: list[RunResult], settings: AnalysisSettings, out_dir: Path) -> tuple[dict, np.ndarray, np.ndarray, list]:
+    dt_edges = settings.pair_dt_bins_ps
+    r_edges = [0.0, settings.pair_cutoff_ang, float("inf")]
+    shape = (len(dt_edges) - 1, 2)
+    total_opp, total_same = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+    rows = []
+    for res in results:
+        if res.pairs is None:
+            continue
+        opp, same = res.pairs
+        total_opp += opp
+        total_same += same
+        rows += correlations.table_rows(res.row["trajectory"], opp, same, dt_edges, r_edges)
+    rows = correlations.table_rows("all", total_opp, total_same, dt_edges, r_edges) + rows
+    with open(out_dir / "flip_pairs.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    r = correlations.ratio(total_opp, total_same)
+    table = {"dt_edges_ps": dt_edges, "r_edges_ang": [0.0, settings.pair_cutoff_ang, None],
+             "n_opposite": total_opp.tolist(), "n_same": total_same.tolist(),
+             "ratio": [[None if np.isnan(v) else round(float(v), 4) for v in line] for line in r]}
+    return table, total_opp, total_same, r_edges
+
+
+def write_profiles(results: list[RunResult], out_dir: Path) -> Path | None:
+    rows = [{"trajectory": res.row["trajectory"], "temperature_K": res.row["temperature_K"], **layer}
+            for res in results if res.profile for layer in res.profile["layers"]]
+    if not rows:
+        return None
+    path = out_dir / "interface_profile.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_figures(res: RunResult, settings: AnalysisSettings, system, fig_dir: Path) -> list[Path]:
+    """Per-run figures (bond traces, histogram, interface profile); drops the run's arrays afterwards."""
+    paths = []
+    name = slug(res.row["trajectory"])
+    if res.bonds is not None and res.bonds.shape[1] > 1:
+        counts = np.bincount(res.flips.column[res.flips_counted], minlength=res.bonds.shape[0])
+        columns = [int(c) for c in np.argsort(-counts, kind="stable")[:settings.trace_metals]]
+        labels = [f"{system.metal}{res.metal[c]} ({counts[c]} flips)" for c in columns]
+        time = np.arange(res.bonds.shape[1]) * res.frame_interval_fs / 1000.0
+        paths.append(plots.bond_traces(time, res.bonds[columns], res.smooth[columns], labels, res.threshold,
+                                       res.row.get("hysteresis_ang", settings.hysteresis_ang),
+                                       fig_dir / f"bond_traces_{name}.png", f"{res.row['trajectory']}: mean M-O bonds"))
+        paths.append(plots.bond_histogram(res.bonds, res.smooth, res.threshold, res.row.get("bimodality_smoothed", {}),
+                                          fig_dir / f"bond_histogram_{name}.png", res.row["trajectory"]))
+    if res.profile:
+        paths.append(plots.interface_profile_plot(res.profile, fig_dir / f"interface_profile_{name}.png",
+                                                  f"{res.row['trajectory']} ({res.row['interface']['axis']} axis)"))
+    res.bonds = res.smooth = None
+    return paths
+
+
+def summary_figures(rows: list[dict], arrhenius: dict | None, opp, same, settings, r_edges, fig_dir: Path,
+                    metal: str) -> list[Path]:
+    def interface_rate(row, part):
+        return row["interface"][part]["fe_flip_rate_per_fe_per_ps"]
+
+    paths = []
+    if arrhenius:
+        series = {"fe_flip": [(r["temperature_K"], r["fe_flip_rate_per_fe_per_ps"]) for r in rows if not _is_interface(r)],
+                  "li_hop": [(r["temperature_K"], r["li_hop_rate_per_li_per_ps"]) for r in rows if not _is_interface(r)]}
+        inter = [(r["temperature_K"], interface_rate(r, "interfacial")) for r in rows if r.get("interface")]
+        if inter:
+            series["fe_flip_interfacial"] = inter
+        paths.append(plots.arrhenius_plot(series, arrhenius, fig_dir / "arrhenius.png", metal))
+    if any(r.get("fe_flip_rate_per_fe_per_ps") is not None for r in rows):
+        paths.append(plots.rates_by_order(rows, fig_dir / "flip_rates_by_order.png"))
+    if opp.sum() + same.sum() > 0:
+        paths.append(plots.pair_heatmap(opp, same, settings.pair_dt_bins_ps, r_edges, fig_dir / "flip_pairs.png"))
+    inter_rows = [r for r in rows if r.get("interface")]
+    if inter_rows:
+        points = {"interfacial layers": [(r["temperature_K"], interface_rate(r, "interfacial")) for r in inter_rows],
+                  "interface bulk layers": [(r["temperature_K"], interface_rate(r, "bulk")) for r in inter_rows]}
+        for r in rows:
+            if not _is_interface(r):
+                label = f"bulk {r.get('li_order') or 'unknown'}"
+                points.setdefault(label, []).append((r["temperature_K"], r["fe_flip_rate_per_fe_per_ps"]))
+        paths.append(plots.interface_vs_bulk(points, fig_dir / "interface_vs_bulk.png"))
+    return paths
+
+
+def write_summary(results: list[RunResult], settings: AnalysisSettings, system, out_dir: Path, source: dict,
+                  figures: list[Path]) -> dict:
+    """Assemble and write ``summary.json`` (plus the CSV tables and summary figures); return it."""
+    out_dir = Path(out_dir)
+    rows = [res.row for res in results]
+    tables = write_events(results, out_dir)
+    pairs, opp, same, r_edges = pair_section(results, settings, out_dir)
+    tables.append(out_dir / "flip_pairs.csv")
+    profile_csv = write_profiles(results, out_dir)
+    if profile_csv:
+        tables.append(profile_csv)
+    arrhenius = arrhenius_section(rows)
+    if settings.plots:
+        figures = figures + summary_figures(rows, arrhenius, opp, same, settings, r_edges, out_dir / "figures", system.metal)
+    summary = {"runs": rows}
+    if arrhenius is not None:
+        summary["arrhenius"] = arrhenius
+    summary.update(flip_pairs=pairs, source=source,
+                   figures=[str(p.relative_to(out_dir)) for p in figures],
+                   tables=[str(p.relative_to(out_dir)) for p in tables],
+                   settings={k: v for k, v in vars(settings).items()})
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
