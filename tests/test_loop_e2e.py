@@ -25,6 +25,7 @@ TINY = [
     "validate.frames_per_structure=2", "validate.relax_steps=30",
     "loop.max_iters=2", "loop.label_budget=100", "loop.init_frames_per_structure=2",
     "tracking.mode=offline",
+    "machine.resources.group_size=1",  # label rounds of 2 tasks: results come home while others still run
 ]
 
 
