@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
 from lfpo_al.explore.settings import ExploreSettings
-from lfpo_al.structures.builder import BuildSpec, build_structure, write_structure
+from lfpo_al.structures.builder import BuildSpec, build_specs, build_structure, write_structure
 from lfpo_al.structures.system import OlivineSystem
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,6 @@ def family_name(spec: BuildSpec) -> str:
     if spec.li_order == "random":
         name += f"-s{spec.seed}"
     return name + "-" + "x".join(map(str, spec.supercell))
-
-
-def structure_specs(structures: list[dict], defaults: dict) -> list[BuildSpec]:
-    base = {k: v for k, v in defaults.items() if k != "output"}
-    return [BuildSpec(**{**base, **spec}) for spec in structures]
 
 
 def explore_step(
@@ -43,7 +38,7 @@ def explore_step(
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     entries, tasks = [], []
-    specs = structure_specs(settings.structures, build_defaults)
+    specs = build_specs(settings.structures, build_defaults)
     index = 0
     for spec in specs:
         family = family_name(spec)

@@ -18,16 +18,11 @@ from lfpo_al.loop.iteration import RunData, run_iteration, run_step
 from lfpo_al.loop.report import print_summary
 from lfpo_al.loop.state import SETUP, RunState
 from lfpo_al.loop.tracking import Tracker
-from lfpo_al.structures.builder import BuildSpec
+from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.validate.geometry import relax_positions
 
 log = logging.getLogger(__name__)
-
-
-def build_specs(structures: list[dict], defaults: dict) -> list[BuildSpec]:
-    base = {k: v for k, v in defaults.items() if k != "output"}
-    return [BuildSpec(**{**base, **s}) for s in structures]
 
 
 def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> RunData:

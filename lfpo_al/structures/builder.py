@@ -40,6 +40,12 @@ class BuildSpec:
             raise UserError(f"build.polaron_rule={self.polaron_rule!r} is unknown; choose one of {', '.join(polaron.POLARON_RULES)}")
 
 
+def build_specs(structures: list[dict], defaults: dict) -> list[BuildSpec]:
+    """One BuildSpec per ``build``-style section, filled in from ``defaults`` (the config's ``build``)."""
+    base = {k: v for k, v in defaults.items() if k != "output"}
+    return [BuildSpec(**{**base, **spec}) for spec in structures]
+
+
 def build_structure(system: OlivineSystem, spec: BuildSpec) -> Atoms:
     """LixMPO4 with per-atom ``valence`` (2/3 on M, 0 elsewhere) and ``initial_magmoms``."""
     atoms = supercell(system, tuple(spec.supercell))
