@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from lfpo_al.errors import UserError
 
+log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
 
 
@@ -43,12 +45,22 @@ class Tracker:
 
         id_file = Path(run_dir) / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-        id_file.write_text(run_id)
-        self.run = wandb.init(
-            project=settings.project, entity=settings.entity, name=run_name, id=run_id, resume="allow",
-            dir=str(run_dir), mode=self.mode, config=config, tags=list(settings.tags),
-            settings=wandb.Settings(silent=True, console="off"),
-        )
+
+        def start(run_id: str):
+            id_file.write_text(run_id)
+            return wandb.init(
+                project=settings.project, entity=settings.entity, name=run_name, id=run_id, resume="allow",
+                dir=str(run_dir), mode=self.mode, config=config, tags=list(settings.tags),
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+
+        try:
+            self.run = start(run_id)
+        except Exception as exc:  # noqa: BLE001 - W&B raises its own types
+            # a killed run's W&B service can still hold the id ("run ID is in use"): continue the run
+            # under a fresh id rather than fail the training
+            log.warning("W&B could not resume run %s (%s); logging to a new run", run_id, str(exc).splitlines()[0])
+            self.run = start(secrets.token_hex(4))
 
     def log(self, metrics: dict, step: int | None = None, images: dict[str, Path] | None = None) -> None:
         if self.run is None:
