@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import warnings
 from collections import Counter
@@ -37,14 +36,14 @@ for _var in ("OMP_NUM_THREADS", "DP_INTRA_OP_PARALLELISM_THREADS", "DP_INTER_OP_
 import ase.io
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.singlepoint import SinglePointCalculator
+
+from lfpo_al.train.ensemble import dp_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = ROOT / "lfpo_al" / "starter"
 CHECKPOINT_NAME = "starter_dpa2.pt"
 SYSTEMS = ("lfpo", "lmpo", "lcpo", "lnpo")
 TYPE_MAP = ["Li", "Fe", "Mn", "Co", "Ni", "P", "O"]
-GPA_PER_EV_A3 = 160.21766208  # CHGNet's own conversion factor (eV/A^3 -> GPa)
 XS = (0.0, 0.25, 0.5, 0.75, 1.0)
 VALID_FRACTION = 0.1
 
@@ -70,11 +69,6 @@ FITTING_NET = {"neuron": [128, 128], "resnet_dt": True}
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def dp_executable() -> str:
-    beside = Path(sys.executable).with_name("dp")  # the venv's dp, matching this interpreter's deepmd
-    return str(beside) if beside.exists() else (shutil.which("dp") or "dp")
 
 
 def run_dp(args: list[str], cwd: Path, logfile: Path) -> None:
@@ -170,27 +164,14 @@ def generate_frames(seed: int) -> list[Atoms]:
 
 
 def label_frames(frames: list[Atoms], model=None) -> list[Atoms]:
-    """Attach CHGNet energy (eV), forces (eV/A) and stress (eV/A^3, ASE convention) to each frame.
-
-    CHGNet's stress is (1/V) dE/d(strain) in GPa, which is ASE's sign convention (positive = tensile;
-    checked against finite differences of the energy), so it only needs GPa -> eV/A^3 here. dpdata
-    then stores virial = -V * stress, the deepmd convention. Flipping the sign here would train
-    virials of the wrong sign.
-    """
+    """CHGNet energy, forces, stress (ASE convention) and moments for each frame, one at a time
+    (batched prediction measured slower here), through the project's CHGNet labeler."""
     from chgnet.model import CHGNet
-    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from lfpo_al.label.chgnet import label_atoms
 
     model = model or CHGNet.load(use_device="cpu", verbose=False)
-    labeled = []
-    for atoms in frames:
-        pred = model.predict_structure(AseAtomsAdaptor.get_structure(atoms), task="efs")
-        out = atoms.copy()
-        out.calc = SinglePointCalculator(
-            out, energy=float(pred["e"]) * len(out), forces=np.asarray(pred["f"], dtype=float),
-            stress=np.asarray(pred["s"], dtype=float) / GPA_PER_EV_A3,
-        )
-        labeled.append(out)
-    return labeled
+    return [label_atoms(model, atoms) for atoms in frames]
 
 
 def write_deepmd(frames: list[Atoms], out: Path, type_map: list[str]) -> list[Path]:
