@@ -9,14 +9,29 @@ export DP_INTRA_OP_PARALLELISM_THREADS ?= 1
 export DP_INTER_OP_PARALLELISM_THREADS ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test test-fast clean-venv
+.PHONY: setup system-deps demo test test-fast clean-venv
+
+# Debian packages for real DFT (GPAW builds against OpenMPI and libxc; PAW setups from gpaw-data) and
+# for the one-node Slurm of the dispatch tests. Installed where apt-get runs as root; elsewhere the
+# DFT and Slurm tests skip with the reason.
+SYSTEM_PACKAGES := libopenmpi-dev openmpi-bin libxc-dev gpaw-data slurm-wlm munge
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+system-deps:
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null)) \
+	  || echo "system-deps: apt-get could not install $(SYSTEM_PACKAGES); DFT and Slurm tests will skip"; \
+	else echo "system-deps: not root or no apt-get; install $(SYSTEM_PACKAGES) yourself for GPAW and Slurm"; fi
+
+# GPAW is built only where OpenMPI's compiler wrapper exists (after system-deps).
+$(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	if command -v mpicc >/dev/null; then $(PY) -m pip install --quiet -e ".[test,dft]"; fi
 	touch $(STAMP)
 
 demo: setup

@@ -39,6 +39,12 @@ class MachineSettings:
                 schema.check_value(value, strict=False)
             except Exception as exc:  # dargs raises its own ArgumentKeyError/ArgumentTypeError
                 raise UserError(f"machine.{name} is not a valid dpdispatcher {name}: {str(exc).splitlines()[0]}") from exc
+        # run_tasks defaults remote_root to a folder under the local step folder, which a remote host lacks
+        context = str(self.machine.get("context_type", "")).lower()
+        if context in ("sshcontext", "ssh") and not self.machine.get("remote_root"):
+            raise UserError(
+                "machine.machine.remote_root is required with SSHContext: a folder on the cluster its compute nodes see"
+            )
 
 
 @dataclass
