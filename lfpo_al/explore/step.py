@@ -16,6 +16,8 @@ from lfpo_al.structures.system import OlivineSystem
 
 log = logging.getLogger(__name__)
 OUTPUTS = ["frames.extxyz", "model_devi.out", "result.json"]
+# the task runner of each engine: same task folder in (task.json, start.extxyz), same OUTPUTS back
+ENGINE_MODULES = {"ase": "lfpo_al.explore.ase_md", "lammps": "lfpo_al.explore.lammps_md"}
 
 
 def family_name(spec: BuildSpec) -> str:
@@ -62,7 +64,7 @@ def explore_step(
                 (task_dir / "task.json").write_text(json.dumps(task, indent=2))
                 tasks.append(TaskSpec(
                     task_dir=task_dir.name,
-                    command=f"{shlex.quote(sys.executable)} -m lfpo_al.explore.ase_md",
+                    command=f"{shlex.quote(sys.executable)} -m {ENGINE_MODULES[settings.engine]}",
                     forward_files=["task.json", "start.extxyz"],
                     backward_files=OUTPUTS,
                 ))
