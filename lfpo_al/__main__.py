@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   python -m lfpo_al train                                  # the default (demo) experiment
   python -m lfpo_al build system=lfpo build.supercell=[1,2,2] build.x=0.5 build.li_order=random build.seed=0 build.output=out.extxyz
   python -m lfpo_al train --cfg system=lmpo                # print the composed config and exit
+  python -m lfpo_al train --dry-run experiment=production  # what a run would submit and cost; runs nothing
 """
 
 
@@ -32,6 +33,10 @@ def parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        if name == "train":
+            cmd.add_argument("--dry-run", action="store_true",
+                             help="print what one iteration would submit and its estimated cost, run nothing "
+                                  "(same as loop.dry_run=true)")
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. system=lmpo build.x=0.25")
     return p
 
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging()
     try:
-        return run(args.command, args.overrides, args.cfg)
+        overrides = args.overrides + (["loop.dry_run=true"] if getattr(args, "dry_run", False) else [])
+        return run(args.command, overrides, args.cfg)
     except UserError as exc:
         print(f"lfpo_al {args.command}: error: {exc}", file=sys.stderr)
         return 2

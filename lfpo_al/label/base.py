@@ -49,6 +49,8 @@ class Labeler(ABC):
     min_distance: A; a frame with two atoms closer than this is quarantined before dispatch.
     cores_per_task: cores one task occupies (threads x MPI ranks); a Shell machine runs
         ``cpu_per_node // cores_per_task`` jobs at once.
+    core_seconds_per_atom: measured teacher cost per atom used for estimates (``train --dry-run``);
+        None when not measured.
     """
 
     magmom_tolerance: float = 0.5
@@ -57,6 +59,7 @@ class Labeler(ABC):
     min_distance: float = 0.5
     cores_per_task: int = 1
     expected_magmom: dict | None = None
+    core_seconds_per_atom: float | None = None
 
     supports_relabel: ClassVar[bool] = False
 
@@ -76,6 +79,10 @@ class Labeler(ABC):
             raise UserError(f"label.min_distance={self.min_distance} must be >= 0 (Angstrom); 0 disables the check")
         if int(self.cores_per_task) != self.cores_per_task or self.cores_per_task < 1:
             raise UserError(f"label.cores_per_task={self.cores_per_task} must be a positive integer")
+        if self.core_seconds_per_atom is not None:
+            if not isinstance(self.core_seconds_per_atom, (int, float)) or not self.core_seconds_per_atom > 0:
+                raise UserError(f"label.core_seconds_per_atom={self.core_seconds_per_atom!r} must be a positive number, or null when unknown")
+            self.core_seconds_per_atom = float(self.core_seconds_per_atom)
         self.max_attempts = int(self.max_attempts)
         self.cores_per_task = int(self.cores_per_task)
         try:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import ase.io
+import numpy as np
 from omegaconf import DictConfig
 
 from lfpo_al.config import to_plain
@@ -20,7 +21,9 @@ from lfpo_al.loop.state import SETUP, RunState
 from lfpo_al.loop.tracking import Tracker
 from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
-from lfpo_al.validate.geometry import relax_positions
+from lfpo_al.label.base import read_failure
+from lfpo_al.label.checks import valence_from_moments
+from lfpo_al.validate.geometry import TEACHER_VALENCE, relax_positions
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,18 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
         starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
         ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
-        calc = comp.labeler.ase_calculator()
-        relaxed = [relax_positions(a, calc, comp.validate.relax_fmax, comp.validate.relax_steps) for a in starts]
-        for start, frame in zip(starts, relaxed):
+        reference = comp.validate.reference_for(comp.labeler.core_seconds_per_atom)
+        if reference == "teacher_relaxed":
+            calc = comp.labeler.ase_calculator()
+            refs = [relax_positions(a, calc, comp.validate.relax_fmax, comp.validate.relax_steps) for a in starts]
+        else:  # the first test frame of each structure is its unperturbed start, already labeled
+            refs = [moments_reference(start, data_dir / "test" / f"task.{j * comp.validate.frames_per_structure:06d}", comp)
+                    for j, start in enumerate(starts)]
+        for start, frame in zip(starts, refs):
             frame.info["family"] = start.info["family"]
-        ase.io.write(data_dir / "teacher_relaxed.extxyz", relaxed, format="extxyz")
-        return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts)}
+        ase.io.write(data_dir / "teacher_relaxed.extxyz", refs, format="extxyz")
+        return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts),
+                "polaron_reference": reference}
 
     run_step(state, SETUP, "init_data", init_data, tracker)
     run_step(state, SETUP, "test_set", test_set, tracker)
@@ -59,6 +68,23 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
         teacher_relaxed=ase.io.read(data_dir / "teacher_relaxed.extxyz", index=":"),
     )
+
+
+def moments_reference(start, task_dir: Path, comp: Components):
+    """The built start with the teacher's valence per atom, from its moments on that very frame."""
+    if not comp.labeler.is_finished(task_dir) or read_failure(task_dir) is not None:
+        raise RuntimeError(f"the teacher did not label the polaron start {task_dir}: "
+                           f"{read_failure(task_dir) or 'no result'}; see {task_dir.parent / 'report.json'}")
+    labeled = comp.labeler.read_outputs(task_dir)
+    if not np.allclose(labeled.positions, start.positions, atol=1e-6):
+        raise RuntimeError(f"{task_dir} is not the unperturbed polaron start (validate.frames_per_structure changed?)")
+    metal = np.array(start.get_chemical_symbols()) == comp.system.metal
+    valence = np.zeros(len(start), dtype=int)
+    valence[metal] = valence_from_moments(labeled.arrays["magmoms"][metal], comp.labeler.expected_moments(comp.system),
+                                          comp.labeler.magmom_tolerance)
+    reference = start.copy()
+    reference.new_array(TEACHER_VALENCE, valence)
+    return reference
 
 
 def converged(row: dict, targets) -> bool:
@@ -85,6 +111,10 @@ def freeze_final(data: RunData, k: int, n_members: int, row: dict) -> Path:
 
 
 def train_command(cfg: DictConfig) -> int:
+    if cfg.loop.get("dry_run"):  # before the lock: a dry run leaves no trace in the run folder
+        from lfpo_al.loop.dry_run import print_plan
+
+        return print_plan(cfg)
     comp = Components.from_config(cfg)
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     state = RunState(run_dir)

@@ -6,10 +6,20 @@ from dataclasses import dataclass, field
 
 from lfpo_al.errors import UserError
 
+POLARON_REFERENCES = ("auto", "teacher_relaxed", "teacher_moments")
+CHEAP_TEACHER_S_PER_ATOM = 0.1   # CHGNet: 0.0085; GPAW PBE+U: ~9 (core-s per atom and label)
+
 
 @dataclass
 class ValidateSettings:
     """Test set frozen at the start, split by composition; geometry check by relaxing its polarons.
+
+    ``polaron_reference``: what the model's relaxed polarons are compared with. ``teacher_relaxed``:
+    the teacher relaxes the same starts in-process (a surrogate such as CHGNet: seconds);
+    ``teacher_moments``: the valence per M from the teacher's moments on the built (seeded) start,
+    labeled once with the test set, without a teacher relaxation (DFT: a relaxation costs hours) and
+    so with no bond-length reference; ``auto`` relaxes with the teacher when its measured
+    ``label.core_seconds_per_atom`` is at most ``CHEAP_TEACHER_S_PER_ATOM``.
 
     The loop has converged when the accurate ratio, the force RMSE and the valence agreement all meet
     their targets.
@@ -20,11 +30,22 @@ class ValidateSettings:
     rattle_ang: float = 0.05
     relax_fmax: float = 0.05
     relax_steps: int = 200
+    polaron_reference: str = "auto"
     target_accurate_ratio: float = 0.9
     target_force_rmse: float = 0.15
     target_valence_agreement: float = 0.95
 
+    def reference_for(self, teacher_core_seconds_per_atom: float | None) -> str:
+        """The polaron reference this teacher gets (``auto`` resolved)."""
+        if self.polaron_reference != "auto":
+            return self.polaron_reference
+        cheap = teacher_core_seconds_per_atom is not None and teacher_core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
+        return "teacher_relaxed" if cheap else "teacher_moments"
+
     def __post_init__(self) -> None:
+        if self.polaron_reference not in POLARON_REFERENCES:
+            raise UserError(f"validate.polaron_reference={self.polaron_reference!r} is unknown; "
+                            f"choose one of {', '.join(POLARON_REFERENCES)}")
         if not self.test_structures:
             raise UserError("validate.test_structures is empty; list at least one build section")
         for name in ("target_accurate_ratio", "target_valence_agreement"):

@@ -12,7 +12,7 @@ from ase import Atoms
 
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
-from lfpo_al.validate.geometry import compare_geometry, relax_positions
+from lfpo_al.validate.geometry import TEACHER_VALENCE, compare_geometry, relax_positions
 from lfpo_al.validate.metrics import error_table, load_systems, predict
 from lfpo_al.validate.plots import bond_parity_plot, parity_plot
 from lfpo_al.validate.settings import ValidateSettings
@@ -72,9 +72,11 @@ def validate_step(
     geometry = compare_geometry(relaxed, teacher_relaxed, system)
     metrics.update({k: geometry[k] for k in ("valence_agreement", "mean_mo_bond_error_ang", "max_mo_bond_error_ang")})
     metrics["geometry_by_structure"] = geometry["structures"]
-    bonds_model = np.concatenate([metal_valences(a, system)[0] for a in relaxed])
-    bonds_teacher = np.concatenate([metal_valences(a, system)[0] for a in teacher_relaxed])
-    bond_parity_plot(bonds_model, bonds_teacher, system.valence.bond_threshold, out_dir / "bond_parity.png")
+    relaxed_refs = [i for i, a in enumerate(teacher_relaxed) if TEACHER_VALENCE not in a.arrays]
+    if relaxed_refs:  # references from moments have no bonds to compare
+        bonds_model = np.concatenate([metal_valences(relaxed[i], system)[0] for i in relaxed_refs])
+        bonds_teacher = np.concatenate([metal_valences(teacher_relaxed[i], system)[0] for i in relaxed_refs])
+        bond_parity_plot(bonds_model, bonds_teacher, system.valence.bond_threshold, out_dir / "bond_parity.png")
 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",

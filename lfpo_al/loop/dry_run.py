@@ -1,0 +1,338 @@
+"""``python -m lfpo_al train --dry-run`` (or ``loop.dry_run=true``): what a run would submit, and its cost.
+
+Nothing runs and nothing is written: the structures are built in memory only to count their atoms,
+and an existing run folder is only read. Costs are CPU core-hours from the measured per-step costs
+below, the labeler's ``core_seconds_per_atom`` and per-task start-up times: estimates to size a
+campaign before spending it, not promises. Disk sizes scale measurements of the demo run folder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lfpo_al.explore.step import family_name
+from lfpo_al.label.driver import plan_round
+from lfpo_al.loop.components import Components
+from lfpo_al.loop.state import RunState
+from lfpo_al.structures.builder import build_specs, build_structure
+from lfpo_al.train.pretrained import STARTER
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """CPU cost of one model size on one core (OMP and deepmd threads = 1)."""
+
+    name: str
+    train_core_s_per_batch_atom: float  # one training step, per atom of the batch
+    md_core_s_per_atom_step: float      # one ASE MD step driven by one member
+
+
+# Measured on the 2-core development machine, partly under load. Starter-size DPA-2 (49k-116k
+# parameters): training ~0.2 s/step at batch 2 x 28 atoms; ASE MD of 224 atoms 0.5-0.8 s/step
+# (demo trajectories: 0.125 s/step at 52 atoms).
+STARTER_COST = ModelCost("starter-size DPA-2", 0.2 / 56, 0.65 / 224)
+# DPA-2.3.1-size DPA-2 (1.0 M parameters): training ~0.56 s/step at batch 1 x 28 atoms; MD of 224 atoms 1.5-2.6 s/step.
+LARGE_COST = ModelCost("DPA-2.3.1-size DPA-2 (~1 M parameters)", 0.56 / 28, 2.05 / 224)
+
+# Start-up per task in core-seconds, from the demo run (step wall x 2 cores / tasks, minus the compute above).
+TRAIN_TASK_STARTUP_S = 15.0  # dp start-up, data statistics, freeze (~9 s)
+MD_TASK_STARTUP_S = 9.0      # interpreter and deepmd start-up, loading every member
+LABEL_TASK_STARTUP_S = 3.5   # interpreter start-up and teacher load (CHGNet; negligible beside a DFT task)
+
+# Disk per atom and frame (apparent sizes in the demo run folder).
+MD_BYTES_PER_ATOM_FRAME = 160     # frames.extxyz and model_devi.out, per recorded frame
+LABEL_BYTES_PER_ATOM_FRAME = 560  # task folder (frame.extxyz, labeled.extxyz, logs) and deepmd/npy
+# one member's folder (checkpoint, frozen model, bootstrap data) per byte of the pretrained .pt: 4.5 MB / 1.03 MB
+MEMBER_BYTES_PER_PRETRAINED_BYTE = 4.4
+
+NOT_COUNTED = "Not counted: selection and validation (in-process, seconds to minutes per iteration)."
+
+
+@dataclass
+class Stage:
+    """One row of the plan: a group of tasks submitted together."""
+
+    name: str
+    tasks: int
+    what: str
+    core_s: float | None  # None: the teacher's cost is unknown
+    disk_bytes: float
+    jobs: int = 1            # jobs running at once
+    cores_per_task: int = 1
+    at_most: bool = False    # the count is an upper bound (selected frames)
+
+    @property
+    def wall_s(self) -> float | None:
+        """Balanced tasks, all jobs running at once."""
+        if self.core_s is None:
+            return None
+        if not self.tasks:
+            return 0.0
+        per_task = self.core_s / self.tasks / self.cores_per_task
+        return math.ceil(self.tasks / max(1, min(self.jobs, self.tasks))) * per_task
+
+
+@dataclass
+class Plan:
+    run_name: str
+    run_dir: Path
+    run_state: str
+    where: str
+    cost_model: str
+    train_steps: int
+    md_structures: list[tuple[str, int]]
+    temperatures: list[float]
+    md_steps: int
+    frames_per_task: int
+    setup: list[Stage]
+    iteration: list[Stage]
+    max_iters: int
+    run_label_cap: int
+    notes: list[str]
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.setup + self.iteration if s.name == name)
+
+    def whole_run(self) -> tuple[float | None, float]:
+        """Core-seconds and bytes of setup + every iteration, selected labels capped by the budget."""
+        selected = self.stage("label selected")
+        per_selected = (selected.core_s / selected.tasks if selected.core_s is not None and selected.tasks else 0.0)
+        costs = [s.core_s for s in self.setup]
+        costs += [self.max_iters * s.core_s if s.core_s is not None else None for s in self.iteration if s is not selected]
+        costs.append(None if selected.core_s is None else per_selected * self.run_label_cap)
+        disk = sum(s.disk_bytes for s in self.setup)
+        disk += sum(self.max_iters * s.disk_bytes for s in self.iteration if s is not selected)
+        disk += selected.disk_bytes / max(1, selected.tasks) * self.run_label_cap
+        return (None if None in costs else sum(costs)), disk
+
+
+def batch_atoms(batch_size: int | str, natoms: int) -> int:
+    """Atoms in one training batch of ``natoms``-atom frames, by deepmd-kit's ``batch_size`` rules."""
+    if isinstance(batch_size, int):
+        return batch_size * natoms
+    rule, _, number = str(batch_size).partition(":")
+    if rule == "auto":  # smallest batch with at least N (default 32) atoms
+        return math.ceil(int(number or 32) / natoms) * natoms
+    if rule == "max":   # largest batch with at most N atoms, at least one frame
+        return max(1, int(number) // natoms) * natoms
+    if rule == "mixed":
+        return int(number) * natoms
+    return natoms
+
+
+def run_tasks_jobs(machine, n_tasks: int) -> int:
+    """Jobs at once for ``run_tasks`` (training, MD): ``parallel_jobs``, else one per ``group_size`` tasks."""
+    if machine.parallel_jobs:
+        return min(machine.parallel_jobs, n_tasks)
+    group = int(machine.resources.get("group_size") or 0)
+    return math.ceil(n_tasks / group) if group else 1
+
+
+def label_jobs(machine, labeler, n_tasks: int) -> int:
+    """Jobs at once in the label driver's first round (the driver's own ``plan_round``)."""
+    if not n_tasks:
+        return 0
+    batch, per_job = plan_round(list(range(n_tasks)), machine, labeler.cores_per_task)
+    return math.ceil(len(batch) / per_job)
+
+
+def label_stage(name: str, what: str, atoms: list[int], comp: Components, at_most: bool = False) -> Stage:
+    labeler = comp.labeler
+    cost = labeler.core_seconds_per_atom
+    core_s = None if cost is None else cost * sum(atoms) + LABEL_TASK_STARTUP_S * labeler.cores_per_task * len(atoms)
+    return Stage(name, len(atoms), what, core_s, LABEL_BYTES_PER_ATOM_FRAME * sum(atoms),
+                 label_jobs(comp.machine, labeler, len(atoms)), labeler.cores_per_task, at_most)
+
+
+def atom_range(atoms: list[int]) -> str:
+    low, high = min(atoms), max(atoms)
+    return f"{low} atoms" if low == high else f"{low}-{high} atoms"
+
+
+def pretrained_size(pretrained: str) -> tuple[int, str | None]:
+    """Bytes of the checkpoint to fine-tune, or the starter's with a note when it is not found here."""
+    path = STARTER if pretrained == "starter" else Path(str(pretrained)).expanduser()
+    if path.is_file():
+        return path.stat().st_size, None
+    return STARTER.stat().st_size, f"model.pretrained={pretrained} not found here: model folders sized like the starter's"
+
+
+def machine_text(comp: Components) -> str:
+    machine, resources = comp.machine.machine, comp.machine.resources
+    text = f"{machine.get('batch_type')} via {machine.get('context_type')}"
+    host = (machine.get("remote_profile") or {}).get("hostname")
+    if host:
+        text += f" on {host}"
+    if resources.get("queue_name"):
+        text += f", queue {resources['queue_name']}"
+    text += (f", {resources.get('number_node', 1)} node(s) x {resources.get('cpu_per_node', 1)} cores,"
+             f" {resources.get('gpu_per_node', 0)} GPUs")
+    if comp.machine.parallel_jobs:
+        text += f"; training and MD in {comp.machine.parallel_jobs} parallel jobs"
+    return text
+
+
+def run_state_text(run_dir: Path) -> str:
+    records = RunState(run_dir).records()  # read only: a dry run neither locks nor writes
+    if records:
+        last = records[-1]
+        return (f"exists with {plural(len(records), 'recorded step')}, the last iter {last['iter']} {last['step']}; "
+                "train skips every recorded step")
+    if run_dir.exists():
+        return "exists, nothing recorded yet"
+    return "not created yet"
+
+
+def make_plan(cfg: DictConfig) -> Plan:
+    comp = Components.from_config(cfg)
+    loop, explore, validate, ensemble = comp.loop, comp.explore, comp.validate, comp.ensemble
+
+    def count_atoms(sections: list[dict]) -> list[tuple[str, int]]:
+        return [(family_name(s), len(build_structure(comp.system, s))) for s in build_specs(sections, comp.build_defaults)]
+
+    md = count_atoms(explore.structures)
+    init = md + count_atoms(loop.get("init_structures") or [])
+    test = count_atoms(validate.test_structures)
+    md_atoms = [n for _, n in md]
+    n_init, n_test = loop["init_frames_per_structure"], validate.frames_per_structure
+    init_frames = [n for _, n in init for _ in range(n_init)]
+    test_frames = [n for _, n in test for _ in range(n_test)]
+
+    budget, max_selected = loop["label_budget"], comp.selection.max_selected
+    n_selected = min(max_selected, max(1, budget))  # what the select step allows in iteration 0
+    mean_md_atoms = round(sum(md_atoms) / len(md_atoms))
+    setup = [
+        label_stage("label init data", f"{len(init)} structures x {n_init} frames, {atom_range(init_frames)}",
+                    init_frames, comp),
+        label_stage("label test set", f"{len(test)} structures x {n_test} frames, {atom_range(test_frames)}",
+                    test_frames, comp),
+    ]
+    relax_atoms = sum(n for _, n in test)
+    cost = comp.labeler.core_seconds_per_atom
+    if validate.reference_for(cost) == "teacher_relaxed":
+        setup.append(Stage("teacher relaxation", len(test), f"<= {validate.relax_steps} teacher calls each, in-process",
+                           None if cost is None else cost * relax_atoms * validate.relax_steps, 0.0, jobs=1))
+    else:  # the polaron reference comes from the test set's own labels: no extra teacher work
+        setup.append(Stage("polaron reference", len(test), "teacher moments of the test set's built starts", 0.0, 0.0, jobs=1))
+
+    model_cost = STARTER_COST if ensemble.pretrained == "starter" else LARGE_COST
+    per_batch = round(sum(batch_atoms(ensemble.batch_size, n) for _, n in init) / len(init))
+    member_s = ensemble.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
+    size, size_note = pretrained_size(ensemble.pretrained)
+    temperatures = list(explore.temperatures)
+    n_md = len(md) * len(temperatures)
+    frames_per_task = explore.n_steps // explore.record_every + 1  # the start frame, then every record_every steps
+    md_s = (sum(md_atoms) * len(temperatures) * explore.n_steps * model_cost.md_core_s_per_atom_step
+            + MD_TASK_STARTUP_S * n_md)
+    iteration = [
+        Stage("train members", ensemble.n_members,
+              f"{ensemble.numb_steps} steps each, ~{per_batch} atoms per batch (batch_size {ensemble.batch_size})",
+              ensemble.n_members * member_s, ensemble.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
+              run_tasks_jobs(comp.machine, ensemble.n_members)),
+        Stage("MD tasks", n_md,
+              f"{plural(len(md), 'structure')} x {plural(len(temperatures), 'temperature')} x {explore.n_steps} steps, "
+              f"{frames_per_task} frames recorded each",
+              md_s, MD_BYTES_PER_ATOM_FRAME * frames_per_task * sum(md_atoms) * len(temperatures),
+              run_tasks_jobs(comp.machine, n_md)),
+        label_stage("label selected",
+                    f"selection.max_selected={max_selected}, loop.label_budget={budget}, ~{mean_md_atoms} atoms each",
+                    [mean_md_atoms] * n_selected, comp, at_most=True),
+    ]
+
+    notes = [NOT_COUNTED]
+    if cost is None:
+        notes.append(f"Teacher cost unknown: {comp.labeler.name} has no label.core_seconds_per_atom; measure one task "
+                     "(core-seconds / atoms, start-up excluded) and set it in configs/label/ or on the command line.")
+    if size_note:
+        notes.append(size_note + ".")
+    if int(comp.machine.resources.get("gpu_per_node") or 0) > 0:
+        notes.append("Training and MD costs are CPU measurements; on GPUs they are upper bounds.")
+    if comp.machine.machine.get("batch_type") != "Shell":
+        notes.append("Wall times assume every job starts at once; queue waits come on top.")
+
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    return Plan(
+        run_name=cfg.run_name, run_dir=run_dir, run_state=run_state_text(run_dir), where=machine_text(comp),
+        cost_model=f"{model_cost.name} (model.pretrained={ensemble.pretrained}); teacher {comp.labeler.name} at "
+                   + (f"{cost:g} core-s/atom" if cost is not None else "unknown core-s/atom"),
+        train_steps=ensemble.numb_steps, md_structures=md, temperatures=temperatures, md_steps=explore.n_steps, frames_per_task=frames_per_task,
+        setup=setup, iteration=iteration, max_iters=loop["max_iters"],
+        run_label_cap=min(budget, loop["max_iters"] * max_selected), notes=notes,
+    )
+
+
+def hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    h = seconds / 3600
+    return f"{h:.0f}" if h >= 100 else f"{h:.3g}" if h >= 0.001 else "<0.001"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    for unit, scale in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= scale:
+            return f"{seconds / scale:.2g} {unit}" if seconds < 10 * scale else f"{seconds / scale:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def size_text(n_bytes: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
+def table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in [header, *rows]]
+
+
+def stage_rows(stages: list[Stage]) -> list[list[str]]:
+    return [[s.name, ("<=" if s.at_most else "") + str(s.tasks), str(s.jobs), hours(s.core_s), duration(s.wall_s),
+             size_text(s.disk_bytes) if s.disk_bytes else "-", s.what] for s in stages]
+
+
+def plan_text(plan: Plan) -> str:
+    train, md, selected = plan.iteration
+    n_labels = sum(s.tasks for s in plan.setup if s.name.startswith("label")) + selected.tasks
+    lines = [
+        f"Dry run of train '{plan.run_name}': nothing is run or written.",
+        f"Run folder: {plan.run_dir} ({plan.run_state})",
+        f"Where: {plan.where}",
+        f"Costs: {plan.cost_model}",
+        "",
+        f"Iteration 0 submits {train.tasks} training members x {plan.train_steps} steps, "
+        f"{md.tasks} MD tasks x {plan.md_steps} steps, {n_labels} label tasks "
+        f"({plan.setup[0].tasks} initial + {plan.setup[1].tasks} test + <={selected.tasks} selected).",
+        "",
+        f"MD tasks (explore.structures x explore.temperatures = {len(plan.md_structures)} x {len(plan.temperatures)}):",
+        *table(["structure", "atoms", "temperatures (K)", "steps", "frames recorded"],
+               [[name, str(n), ", ".join(f"{t:g}" for t in plan.temperatures), str(plan.md_steps),
+                 str(plan.frames_per_task)] for name, n in plan.md_structures], right={1, 3, 4}),
+        "",
+    ]
+    header = ["stage", "tasks", "jobs", "core-h", "wall", "disk", "what"]
+    lines += ["Setup (once, before iteration 0):", *table(header, stage_rows(plan.setup), right={1, 2, 3, 4, 5}), ""]
+    lines += ["Each iteration (selected labels capped by what is left of loop.label_budget):",
+              *table(header, stage_rows(plan.iteration), right={1, 2, 3, 4, 5}), ""]
+    total_s, total_bytes = plan.whole_run()
+    lines.append(f"Whole run, at most (loop.max_iters={plan.max_iters}, <= {plan.run_label_cap} selected labels): "
+                 f"{hours(total_s)} core-h, {size_text(total_bytes)}")
+    lines += plan.notes
+    return "\n".join(lines)
+
+
+def print_plan(cfg: DictConfig) -> int:
+    print(plan_text(make_plan(cfg)))
+    return 0
