@@ -252,6 +252,8 @@ def test_rounds_spread_tasks_over_the_cores():
     assert plan_round(tasks[:6], machine) == (tasks[:6], 3)
     assert plan_round(tasks, machine) == (tasks[:16], 8)
     assert plan_round(tasks[:6], dataclasses.replace(machine, parallel_jobs=None), cores_per_task=2) == (tasks[:6], 6)
+    # two-rank DFT tasks on the 2-core Shell machine: one job at a time even with parallel_jobs=2
+    assert plan_round(tasks[:6], machine, cores_per_task=2) == (tasks[:6], 6)
     slurm = dataclasses.replace(machine, machine={**machine.machine, "batch_type": "Slurm"}, parallel_jobs=None,
                                 resources={**machine.resources, "group_size": 1})
     assert plan_round(tasks, slurm) == (tasks, 1)

@@ -122,10 +122,8 @@ def label_frames(
 
 
 def _check_inputs(frames: list[Atoms], labeler: Labeler, system: OlivineSystem) -> None:
-    if labeler.mismatch_policy not in ("keep", "drop"):
-        raise UserError(
-            f"label.mismatch_policy={labeler.mismatch_policy} is not handled by the labeling driver yet; use keep or drop"
-        )
+    if labeler.mismatch_policy == "relabel" and not labeler.supports_relabel:
+        raise UserError(f"label.mismatch_policy=relabel needs a labeler that re-seeds moments, not {type(labeler).__name__}")
     for name in labeler.backward_files:
         if any(c in name for c in "*?[]/"):
             raise UserError(
@@ -222,7 +220,9 @@ def plan_round(pending: list[Task], machine: MachineSettings, cores_per_task: in
     configured = int(machine.resources.get("group_size") or 0)  # 0: no bound, as in dpdispatcher
     parallel_jobs = getattr(machine, "parallel_jobs", None)
     if machine.machine.get("batch_type") == "Shell" or parallel_jobs:
-        parallel_jobs = parallel_jobs or max(1, int(machine.resources.get("cpu_per_node") or 1) // cores_per_task)
+        fit = max(1, int(machine.resources.get("cpu_per_node") or 1) // cores_per_task)
+        # on one Shell node, never more jobs than the node's cores hold tasks (2 MPI ranks each: 1 job on 2 cores)
+        parallel_jobs = min(parallel_jobs, fit) if parallel_jobs and machine.machine.get("batch_type") == "Shell" else (parallel_jobs or fit)
         per_job = math.ceil(len(pending) / parallel_jobs)
         if configured:
             per_job = min(per_job, configured)
@@ -272,7 +272,8 @@ def _collect(
         intended = task.frame.arrays["valence"]
         mismatch = valence_mismatch(intended, atoms.arrays["magmoms"], expected, labeler.magmom_tolerance)
         if mismatch is not None:
-            mismatches.append({"task": task.name, **mismatch, "kept": labeler.mismatch_policy == "keep"})
+            # relabel: the labeler already re-seeded inside the task; what still contradicts is kept and flagged
+            mismatches.append({"task": task.name, **mismatch, "kept": labeler.mismatch_policy != "drop"})
     for item in failed:
         log.warning("quarantined %s: %s", item["task"], item["reason"])
     return labeled, failed, mismatches
