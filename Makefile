@@ -31,7 +31,11 @@ $(STAMP): pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
-	if command -v mpicc >/dev/null; then $(PY) -m pip install --quiet -e ".[test,dft]"; fi
+	# deepmd-kit's MPICH wheel puts its own mpi.h in $(VENV)/include; GPAW must see OpenMPI's first, and a
+	# cached wheel may have been built against the wrong one, hence --no-cache-dir.
+	if command -v mpicc >/dev/null; then \
+	  CFLAGS="$$(mpicc --showme:compile)" $(PY) -m pip install --quiet --no-cache-dir "gpaw>=25" && \
+	  $(PY) -m pip install --quiet -e ".[test,dft]"; fi
 	touch $(STAMP)
 
 demo: setup

@@ -1,0 +1,372 @@
+"""The GPAW labeler: inputs, command and decisions without DFT; then real PBE+U labels through the driver.
+
+The unit tests replace only the MPI worker (the one part that runs GPAW) by a script that hands over
+prepared results, so that the task command's decisions (failed.json, re-seeding, which result
+labels the frame) run for real. Tests marked ``dft`` run GPAW itself.
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+
+from lfpo_al.config import compose_config, instantiate_group
+from lfpo_al.errors import UserError
+from lfpo_al.label import gpaw_task
+from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE, read_labeled
+from lfpo_al.label.driver import label_frames
+from lfpo_al.label.gpaw import PARAMETERS_FILE, GpawLabeler, hubbard_setups
+from lfpo_al.structures import BuildSpec, build_structure
+
+
+@pytest.fixture(scope="module")
+def system():
+    return instantiate_group(compose_config([]), "system")
+
+
+@pytest.fixture(scope="module")
+def frames(system):
+    """LiFePO4 (28 atoms) and Li0.75FePO4 (27 atoms, one Fe3+ with its octahedron contracted)."""
+    return [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=0)) for x in (1.0, 0.75)]
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+def test_config_instantiates_with_converged_defaults(system):
+    labeler = instantiate_group(compose_config(["label=gpaw"]), "label")
+    assert isinstance(labeler, GpawLabeler) and labeler.supports_relabel and labeler.mismatch_policy == "relabel"
+    assert labeler.hubbard_u == system.hubbard_u and labeler.cores_per_task == 2
+    params = labeler.gpaw_parameters()
+    assert params["mode"] == {"name": "pw", "ecut": 800} and params["spinpol"] is True
+    assert params["occupations"] == {"name": "fermi-dirac", "width": 0.05} and params["maxiter"] == 300
+    assert labeler.core_seconds_per_atom > 0
+
+
+def test_kpoint_mesh_from_spacing(system, frames):
+    labeler = GpawLabeler()
+    full, delithiated = frames
+    assert labeler.frame_parameters(full, system.hubbard_u)["kpts"] == {"size": [1, 2, 2]}
+    assert labeler.frame_parameters(delithiated, system.hubbard_u)["kpts"] == {"size": [1, 2, 2]}
+    supercell = build_structure(system, BuildSpec(supercell=[1, 2, 2], x=0.5, seed=0))
+    assert labeler.frame_parameters(supercell, system.hubbard_u)["kpts"] == {"size": [1, 1, 1]}
+    heterosite = build_structure(system, BuildSpec(supercell=[2, 1, 1], x=0.5, li_order="interface_a"))
+    assert labeler.frame_parameters(heterosite, system.hubbard_u)["kpts"] == {"size": [1, 2, 2]}
+
+
+def test_hubbard_u_becomes_gpaw_setups(system, frames):
+    assert hubbard_setups({"Fe": 5.3}, ["Li", "Fe", "O"]) == {"Fe": ":d,5.3"}
+    assert hubbard_setups({"Fe": 5.3, "Mn": 3.9}, ["Li", "Mn"]) == {"Mn": ":d,3.9"}  # only elements present
+    assert hubbard_setups({"Fe": 0.0}, ["Fe"]) == {}
+    assert GpawLabeler().frame_parameters(frames[0], system.hubbard_u)["setups"] == {"Fe": ":d,5.3"}
+    with pytest.raises(UserError, match=r"system.hubbard_u.Fe=-1.0 must be >= 0"):
+        hubbard_setups({"Fe": -1.0}, ["Fe"])
+
+
+def test_task_folder_carries_moments_valences_and_parameters(system, frames, tmp_path):
+    labeler = GpawLabeler()
+    delithiated = frames[1]
+    labeler.write_inputs(delithiated, tmp_path, system)
+    frame = ase.io.read(tmp_path / FRAME_FILE)
+    np.testing.assert_array_equal(frame.get_initial_magnetic_moments(), delithiated.get_initial_magnetic_moments())
+    np.testing.assert_array_equal(frame.arrays["valence"], delithiated.arrays["valence"])
+    fe3 = int(np.flatnonzero(frame.arrays["valence"] == 3)[0])
+    assert frame.get_initial_magnetic_moments()[fe3] == system.valence.initial_magmom[3]
+    assert sorted(np.abs(frame.get_initial_magnetic_moments()[frame.arrays["valence"] == 2])) == [4.0, 4.0, 4.0]
+    task = json.loads((tmp_path / PARAMETERS_FILE).read_text())
+    assert task["gpaw"]["setups"] == {"Fe": ":d,5.3"} and task["gpaw"]["kpts"] == {"size": [1, 2, 2]}
+    assert task["expected_magmom"] == {"2": 3.7, "3": 4.3} and task["mismatch_policy"] == "relabel"
+    assert task["oxidised_bond_length"] == system.valence.bond_length[3] and task["metal"] == "Fe"
+
+
+def test_initial_moments_fall_back_to_the_valence(system, frames, tmp_path):
+    unseeded = frames[1].copy()
+    unseeded.set_initial_magnetic_moments(None)  # an explored frame that lost its seeded moments
+    GpawLabeler().write_inputs(unseeded, tmp_path, system)
+    moments = ase.io.read(tmp_path / FRAME_FILE).get_initial_magnetic_moments()
+    valence = unseeded.arrays["valence"]
+    np.testing.assert_array_equal(moments[valence == 3], [5.0])
+    np.testing.assert_array_equal(moments[valence == 2], [4.0, 4.0, 4.0])
+    assert np.all(moments[valence == 0] == 0)
+
+
+def test_command_runs_gpaw_under_mpi_with_the_setups(tmp_path):
+    (tmp_path / "Fe.PBE.gz").write_bytes(b"")
+    command = GpawLabeler(setup_path=str(tmp_path), cores_per_task=4).command()
+    assert command.startswith(f"GPAW_SETUP_PATH={tmp_path} ")
+    assert "-m lfpo_al.label.gpaw_task" in command and "--ranks 4" in command
+    assert "mpirun -np 4" in command and "-m gpaw python" in command and "OMPI_ALLOW_RUN_AS_ROOT=1" in command
+    serial = GpawLabeler(setup_path=str(tmp_path), mpi_command="").command()
+    assert "mpirun" not in serial and "--ranks 1" in serial
+
+
+def test_setup_folder_must_hold_the_elements(system, frames, tmp_path):
+    (tmp_path / "Fe.PBE.gz").write_bytes(b"")
+    labeler = GpawLabeler(setup_path=str(tmp_path))
+    assert labeler.setup_folder(["Fe"]) == tmp_path
+    with pytest.raises(UserError, match=r"lacks Li\.PBE, O\.PBE, P\.PBE"):
+        labeler.write_inputs(frames[0], tmp_path, system)
+    with pytest.raises(UserError, match="no GPAW PAW setup folder found"):
+        GpawLabeler(setup_path=str(tmp_path / "absent")).command()
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"kpoint_spacing": 0}, r"label.kpoint_spacing=0 must be positive"),
+    ({"ecut": -1}, r"label.ecut=-1 must be a positive plane-wave cutoff"),
+    ({"maxiter": 2.5}, r"label.maxiter=2.5 must be a positive integer"),
+    ({"parameters_file": "gpaw/absent.yaml"}, r"label.parameters_file=gpaw/absent.yaml: no file"),
+    ({"parameters": {"kpts": [2, 2, 2]}}, r"set \['kpts'\]: the labeler sets those per frame"),
+    ({"parameters": {"mode": "lcao"}}, r"mode must be \{name: pw"),
+    ({"parameters": {"spinpol": False}}, r"spinpol must be true"),
+    ({"mpi_command": "mpirun -np {ranks}"}, r"may use only the placeholder \{cores\}"),
+    ({"mismatch_policy": "sometimes"}, r"label.mismatch_policy='sometimes' is unknown"),
+])
+def test_bad_config_is_refused_in_one_line(fields, message):
+    with pytest.raises(UserError, match=message):
+        GpawLabeler(**fields)
+
+
+def test_in_process_calculator_needs_u():
+    with pytest.raises(UserError, match="needs U"):
+        GpawLabeler().ase_calculator()
+
+
+# --- the task command's decisions, with a stand-in worker --------------------------------------------------
+
+def scf_result(n_atoms, seeding, converged=True, magmoms=None, free_energy=-190.0, iterations=40, density_error=2e-5):
+    result = {"seeding": seeding, "converged": converged, "iterations": iterations, "density_error": density_error,
+              "wall_s": 100.0, "gpaw_version": "test", "setup_path": "/setups", "stage_iterations": [iterations]}
+    if converged:
+        result.update(energy=free_energy + 0.001, free_energy=free_energy, magmoms=list(magmoms),
+                      forces=np.zeros((n_atoms, 3)).tolist(), stress=[0.01, 0.02, 0.03, 0.0, 0.0, 0.0])
+    return result
+
+
+@pytest.fixture
+def task_dir(system, frames, tmp_path, monkeypatch):
+    """A task folder of the Li0.75FePO4 frame, entered; ``run(results, policy)`` runs the task command."""
+    folder = tmp_path / "task"
+    folder.mkdir()
+    canned = tmp_path / "canned"
+    canned.mkdir()
+    worker = tmp_path / "worker.sh"  # called as: worker -m lfpo_al.label.gpaw_task --scf SEEDING --ranks N
+    worker.write_text(f'echo "$4" >> {tmp_path}/calls.txt\ncp {canned}/scf."$4".json . 2>/dev/null\nexit 0\n')
+    monkeypatch.chdir(folder)
+    delithiated = frames[1]
+    valence = delithiated.arrays["valence"]
+    fe3, fe2 = int(np.flatnonzero(valence == 3)[0]), int(np.flatnonzero(valence == 2)[0])
+
+    def moments(hole_on):
+        out = np.where(valence > 0, 3.7, 0.02)
+        out[hole_on] = 4.3
+        return out
+
+    def run(results, policy="relabel"):
+        GpawLabeler(mismatch_policy=policy).write_inputs(delithiated, folder, system)
+        for result in results:
+            (canned / f"scf.{result['seeding']}.json").write_text(json.dumps(result))
+        status = gpaw_task.main(["--worker", f"sh {worker}", "--ranks", "2"])
+        calls = (tmp_path / "calls.txt").read_text().split() if (tmp_path / "calls.txt").exists() else []
+        return status, calls
+
+    return {"dir": folder, "run": run, "n": len(delithiated), "right": moments(fe3), "wrong": moments(fe2)}
+
+
+def test_unconverged_scf_writes_failed_json_not_a_label(task_dir):
+    n = task_dir["n"]
+    status, calls = task_dir["run"]([scf_result(n, "frame", converged=False, iterations=300, density_error=3.1e-3)],
+                                    policy="keep")
+    assert status == 0 and calls == ["frame"]
+    reason = json.loads((task_dir["dir"] / "failed.json").read_text())["reason"]
+    assert reason == "gpaw: SCF not converged within maxiter (seeding frame: 300 iterations, last density change 3.10e-03)"
+    assert not (task_dir["dir"] / LABELED_FILE).exists()
+
+
+def test_mismatch_is_relabeled_from_contracted_octahedra(task_dir):
+    n = task_dir["n"]
+    status, calls = task_dir["run"]([scf_result(n, "frame", magmoms=task_dir["wrong"], free_energy=-190.5),
+                                     scf_result(n, "contracted", magmoms=task_dir["right"], free_energy=-190.2)])
+    assert status == 0 and calls == ["frame", "contracted"]
+    labeled = read_labeled(task_dir["dir"] / LABELED_FILE)
+    assert labeled.info["seeding"] == "contracted" and labeled.info["scf_attempts"] == 2
+    assert labeled.info["valence_match"] is True and labeled.get_potential_energy() == pytest.approx(-190.2)
+    np.testing.assert_allclose(labeled.arrays["magmoms"], task_dir["right"])
+    np.testing.assert_allclose(labeled.get_stress(), [0.01, 0.02, 0.03, 0, 0, 0])
+
+
+def test_matching_moments_need_one_seeding(task_dir):
+    status, calls = task_dir["run"]([scf_result(task_dir["n"], "frame", magmoms=task_dir["right"])])
+    assert status == 0 and calls == ["frame"]
+    labeled = read_labeled(task_dir["dir"] / LABELED_FILE)
+    assert labeled.info["seeding"] == "frame" and labeled.info["scf_attempts"] == 1 and labeled.info["valence_match"]
+
+
+def test_persistent_mismatch_is_labeled_with_the_lower_energy_and_recorded(task_dir):
+    n = task_dir["n"]
+    status, calls = task_dir["run"]([scf_result(n, "frame", magmoms=task_dir["wrong"], free_energy=-190.5),
+                                     scf_result(n, "contracted", magmoms=task_dir["wrong"], free_energy=-190.1)])
+    assert status == 0 and calls == ["frame", "contracted"]
+    labeled = read_labeled(task_dir["dir"] / LABELED_FILE)
+    assert labeled.info["valence_match"] is False and labeled.info["seeding"] == "frame"
+    assert labeled.get_potential_energy() == pytest.approx(-190.5)
+
+
+def test_keep_policy_does_not_reseed(task_dir):
+    status, calls = task_dir["run"]([scf_result(task_dir["n"], "frame", magmoms=task_dir["wrong"])], policy="keep")
+    assert status == 0 and calls == ["frame"]
+    assert read_labeled(task_dir["dir"] / LABELED_FILE).info["valence_match"] is False
+
+
+def test_unconverged_frame_seeding_is_reseeded_under_relabel(task_dir):
+    n = task_dir["n"]
+    status, calls = task_dir["run"]([scf_result(n, "frame", converged=False, iterations=300, density_error=None),
+                                     scf_result(n, "contracted", converged=False, iterations=300, density_error=1e-3)])
+    assert status == 0 and calls == ["frame", "contracted"]
+    reason = json.loads((task_dir["dir"] / "failed.json").read_text())["reason"]
+    assert "seeding frame: 300 iterations, last density change n/a" in reason
+    assert "seeding contracted: 300 iterations, last density change 1.00e-03" in reason
+
+
+def test_worker_without_result_is_a_retry_not_a_failure(task_dir):
+    status, calls = task_dir["run"]([])
+    assert status != 0 and calls == ["frame"]
+    assert not (task_dir["dir"] / "failed.json").exists() and not (task_dir["dir"] / LABELED_FILE).exists()
+
+
+def test_decided_folder_is_left_alone(task_dir):
+    task_dir["run"]([scf_result(task_dir["n"], "frame", magmoms=task_dir["right"])])
+    before = (task_dir["dir"] / LABELED_FILE).stat().st_mtime_ns
+    status, calls = task_dir["run"]([])
+    assert status == 0 and calls == ["frame"] and (task_dir["dir"] / LABELED_FILE).stat().st_mtime_ns == before
+
+
+def test_contracted_seed_shortens_the_intended_bonds_only(system, frames):
+    from lfpo_al.structures import mean_bond_lengths
+
+    frame = frames[1].copy()
+    frame.positions += np.random.default_rng(0).normal(0, 0.05, frame.positions.shape)  # an MD-like frame
+    task = {"metal": "Fe", "oxygen": "O", "oxidised": 3, "oxidised_bond_length": 2.06,
+            "initial_magmom": {"2": 4.0, "3": 5.0}}
+    seeded = gpaw_task.contracted_copy(frame, task)
+    symbols = np.array(frame.get_chemical_symbols())
+    metal, oxygen = np.flatnonzero(symbols == "Fe"), np.flatnonzero(symbols == "O")
+    bonds = mean_bond_lengths(seeded.positions, seeded.cell, metal, oxygen)
+    fe3 = frame.arrays["valence"][metal] == 3
+    assert bonds[fe3] == pytest.approx([2.06], abs=2e-3)
+    np.testing.assert_array_equal(seeded.get_initial_magnetic_moments(), frame.get_initial_magnetic_moments())
+    moved = np.linalg.norm(seeded.positions - frame.positions, axis=1) > 1e-9
+    assert set(symbols[moved]) == {"O"}
+
+
+# --- real GPAW ------------------------------------------------------------------------------------------
+
+def gpaw_missing() -> str | None:
+    """Why GPAW cannot run here, or None."""
+    try:
+        import gpaw  # noqa: F401
+    except ImportError:
+        return "GPAW is not installed (pip install -e '.[dft]' after make system-deps)"
+    if shutil.which("mpirun") is None:
+        return "no mpirun on PATH (Debian: openmpi-bin)"
+    try:
+        GpawLabeler().setup_folder(["Li", "Fe", "P", "O"])
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+needs_gpaw = pytest.mark.skipif(gpaw_missing() is not None, reason=str(gpaw_missing()))
+
+
+@pytest.fixture(scope="module")
+def gpaw_works():
+    """GPAW's MPI build must start: a build against other MPI headers than the library it links crashes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "gpaw", "info"], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, f"`python -m gpaw info` failed (rc {run.returncode}): {run.stderr[-500:]}"
+
+
+@pytest.mark.dft
+@needs_gpaw
+def test_real_gpaw_scf_at_maxiter_is_failed_by_both_seedings(gpaw_works, system, tmp_path):
+    """A 2-atom FeO cell at a tiny cutoff and maxiter=3: GPAW really stops, the task records why."""
+    cell = Atoms("FeO", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=[2.5, 2.5, 2.5], pbc=True)
+    cell.new_array("valence", np.array([3, 0]))
+    labeler = GpawLabeler(ecut=300, maxiter=3, kpoint_spacing=2.0, mismatch_policy="relabel")
+    labeler.write_inputs(cell, tmp_path, system)
+    start = time.perf_counter()
+    run = subprocess.run(labeler.command(), shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    print(f"two GPAW seedings (2 ranks, maxiter 3): {time.perf_counter() - start:.1f} s")
+    assert run.returncode == 0, run.stderr[-2000:]
+    reason = json.loads((tmp_path / "failed.json").read_text())["reason"]
+    assert "seeding frame: 3 iterations" in reason and "seeding contracted: 3 iterations" in reason
+    assert (tmp_path / "gpaw.frame.txt").is_file() and not (tmp_path / LABELED_FILE).exists()
+
+
+@pytest.mark.dft
+@needs_gpaw
+def test_in_process_calculator_is_the_same_teacher(gpaw_works, system, tmp_path):
+    """Rock-salt FeO (2 atoms, 300 eV): the task (serial) and ``ase_calculator`` give the same numbers."""
+    cell = Atoms("FeO", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], pbc=True,
+                 cell=[[0, 2.165, 2.165], [2.165, 0, 2.165], [2.165, 2.165, 0]])
+    cell.new_array("valence", np.array([2, 0]))
+    labeler = GpawLabeler(ecut=300, kpoint_spacing=2.0, mpi_command="", mismatch_policy="keep")
+    labeler.write_inputs(cell, tmp_path, system)
+    run = subprocess.run(labeler.command(), shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and (tmp_path / LABELED_FILE).is_file(), run.stderr[-2000:]
+    labeled = read_labeled(tmp_path / LABELED_FILE)
+    atoms = ase.io.read(tmp_path / FRAME_FILE)  # with the start moments the task used
+    atoms.calc = labeler.ase_calculator(system, atoms)
+    assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(labeled.get_potential_energy(), abs=1e-3)
+    np.testing.assert_allclose(atoms.get_stress(), labeled.get_stress(), atol=1e-4)
+    np.testing.assert_allclose(atoms.calc.get_magnetic_moments(), labeled.arrays["magmoms"], atol=1e-2)
+    assert abs(labeled.arrays["magmoms"][0]) > 3.0  # high-spin Fe2+
+
+
+@pytest.mark.dft
+@pytest.mark.slow
+@needs_gpaw
+def test_real_pbe_u_labels_through_the_driver(gpaw_works, system, frames, tmp_path):
+    """LiFePO4 and Li0.75FePO4 (one contracted Fe3+) labeled by GPAW through dpdispatcher's Shell machine."""
+    cfg = compose_config(["label=gpaw"])
+    labeler, machine = instantiate_group(cfg, "label"), instantiate_group(cfg, "machine")
+    start = time.perf_counter()
+    report = label_frames(frames, labeler, machine, tmp_path / "03.label", system, progress=False)
+    wall = time.perf_counter() - start
+    load = os.getloadavg()[0]
+    labeled = [read_labeled(tmp_path / "03.label" / f"task.{i:06d}" / LABELED_FILE) for i in range(2)]
+    for frame, atoms in zip(frames, labeled):
+        fe = np.flatnonzero(frame.arrays["valence"] > 0)
+        print(f"{atoms.get_chemical_formula()}: E {atoms.get_potential_energy():.4f} eV, seeding "
+              f"{atoms.info['seeding']}, {atoms.info['scf_iterations']} SCF iterations, {atoms.info['gpaw_wall_s']} s; "
+              f"Fe moments {np.round(atoms.arrays['magmoms'][fe], 3).tolist()} (valence {frame.arrays['valence'][fe].tolist()}); "
+              f"max |F| {np.abs(atoms.get_forces()).max():.3f} eV/A; stress {np.round(atoms.get_stress() / 0.0062415, 2).tolist()} GPa")
+    print(f"labeled {report.n_labeled} frames in {wall:.0f} s (load average {load:.1f} on {os.cpu_count()} cores)")
+    assert report.n_labeled == 2 and report.n_failed == 0, report.failed
+
+    for frame, atoms in zip(frames, labeled):
+        n = len(atoms)
+        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        assert math.isfinite(energy) and -9.0 < energy / n < -5.0  # GPAW: relative to its reference atoms
+        assert np.abs(forces.sum(axis=0)).max() < 0.05  # no net force on a periodic cell
+        assert 0.01 < np.abs(forces).max() < 5.0  # built cells are not relaxed, nor torn apart
+        assert np.all(np.isfinite(stress)) and np.abs(stress).max() < 30 * 0.0062415  # below 30 GPa, in eV/A^3
+        assert atoms.info["teacher"].startswith("gpaw-") and atoms.info["seeding"] in ("frame", "contracted")
+
+    full_fe = np.flatnonzero(frames[0].arrays["valence"] > 0)
+    assert np.all(np.abs(np.abs(labeled[0].arrays["magmoms"][full_fe]) - 3.7) < 0.5)  # LiFePO4: all Fe2+
+    fe = np.flatnonzero(frames[1].arrays["valence"] > 0)
+    fe3 = np.flatnonzero(frames[1].arrays["valence"] == 3)
+    moments = np.abs(labeled[1].arrays["magmoms"])
+    on_intended_site = moments[fe3[0]] == moments[fe].max()
+    flagged = [m for m in report.mismatches if m["task"] == "task.000001"]
+    assert on_intended_site or flagged, "the Fe3+ moment is elsewhere and the driver did not report it"
+    assert on_intended_site == (not flagged)  # the driver's verdict and the moments agree
+    assert report.data_dir is not None and sum(map(len, report.data_index.values())) == 2 - report.n_dropped
