@@ -25,7 +25,8 @@ from conftest import ROOT
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.dispatch import MachineSettings
 from lfpo_al.errors import UserError
-from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE, ChgnetLabeler, read_labeled
+from lfpo_al.label.chgnet import ChgnetLabeler
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.label.checks import valence_from_moments, valence_mismatch
 from lfpo_al.label.driver import label_frames, plan_round
 from lfpo_al.label.tasks import exclusive

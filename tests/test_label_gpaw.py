@@ -21,7 +21,7 @@ from ase import Atoms
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.errors import UserError
 from lfpo_al.label import gpaw_task
-from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE, read_labeled
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.label.driver import label_frames
 from lfpo_al.label.gpaw import PARAMETERS_FILE, GpawLabeler, hubbard_setups
 from lfpo_al.structures import BuildSpec, build_structure

@@ -13,11 +13,12 @@ from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.errors import UserError
 from lfpo_al.label.base import FAILED_FILE, read_failure
 from lfpo_al.label.checks import label_problem
-from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE
+from lfpo_al.label.dft_common import kpoint_mesh
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE
 from lfpo_al.label.driver import task_command
 from lfpo_al.label.tasks import EXIT_CODE_FILE, OUTPUTS_DIR
 from lfpo_al.label.vasp import (
-    POTCAR_DIR_ENV, VaspLabeler, kpoint_mesh, main, poscar_species, species_order, to_frame_order,
+    POTCAR_DIR_ENV, VaspLabeler, main, poscar_species, species_order, to_frame_order,
 )
 from lfpo_al.structures import BuildSpec, build_structure
 

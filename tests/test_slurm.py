@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lfpo_al.config import compose_config, instantiate_group
-from lfpo_al.label.chgnet import LABELED_FILE
+from lfpo_al.label.frames import LABELED_FILE
 from lfpo_al.label.driver import label_frames
 from lfpo_al.structures import BuildSpec, build_structure
 from lfpo_al.train.ensemble import train_ensemble

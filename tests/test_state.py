@@ -1,7 +1,6 @@
 """Run state: record lines, lock, frozen config, status text."""
 
 import multiprocessing
-import time
 
 import pytest
 

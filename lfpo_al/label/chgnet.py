@@ -25,10 +25,8 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from lfpo_al.label.base import FAILED_FILE, Labeler, write_failure
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled, write_labeled
 from lfpo_al.structures.system import OlivineSystem
-
-FRAME_FILE = "frame.extxyz"
-LABELED_FILE = "labeled.extxyz"
 
 
 @dataclass
@@ -74,20 +72,6 @@ class ChgnetLabeler(Labeler):
         return CHGNetCalculator(model=load_model(self.model_name, self.device), use_device=self.device)
 
 
-def read_labeled(path: Path) -> Atoms:
-    """A ``labeled.extxyz`` with the moments moved from the calculator to ``arrays['magmoms']``.
-
-    ASE's extxyz reader files any ``magmoms`` column under the calculator; keeping it out of the
-    calculator lets the frame be written again without a duplicate column.
-    """
-    atoms = ase.io.read(path, format="extxyz")
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
-    missing = {"energy", "forces", "stress", "magmoms"} - set(results)
-    if missing:
-        raise ValueError(f"{path.name} lacks {', '.join(sorted(missing))}")
-    atoms.new_array("magmoms", np.asarray(results.pop("magmoms"), dtype=float))
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
 
 
 def label_atoms(model, atoms: Atoms) -> Atoms:
@@ -106,15 +90,6 @@ def label_atoms(model, atoms: Atoms) -> Atoms:
     return labeled
 
 
-def write_labeled(atoms: Atoms, path: Path) -> None:
-    """Write via a hidden partial file and rename, so a killed task never leaves half a result."""
-    results = dict(atoms.calc.results)
-    out = atoms.copy()
-    magmoms = out.arrays.pop("magmoms")
-    out.calc = SinglePointCalculator(out, magmoms=magmoms, **results)
-    partial = path.with_name(f".{path.name}.partial")
-    ase.io.write(partial, out, format="extxyz")
-    partial.replace(path)
 
 
 def load_model(model_name: str, device: str, threads: int | None = None):

@@ -27,8 +27,8 @@ from ase import Atoms
 
 from lfpo_al.errors import UserError
 from lfpo_al.label.base import FAILED_FILE, Labeler
-from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE, read_labeled
-from lfpo_al.label.vasp import dft_inputs_dir, kpoint_mesh, site_magmoms
+from lfpo_al.label.dft_common import dft_inputs_dir, kpoint_mesh, site_magmoms
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.structures.system import OlivineSystem
 
 PARAMETERS_FILE = "gpaw.json"

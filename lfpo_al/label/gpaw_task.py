@@ -41,7 +41,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from lfpo_al.label.base import FAILED_FILE, write_failure
 from lfpo_al.label.checks import valence_mismatch
-from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE, write_labeled
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, write_labeled
 from lfpo_al.label.gpaw import PARAMETERS_FILE, SEEDINGS, log_file
 from lfpo_al.structures.polaron import contract_octahedra
 

@@ -16,7 +16,6 @@ task command maps every label back onto the frame's own atom order.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import subprocess
@@ -38,22 +37,14 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from lfpo_al.errors import UserError
 from lfpo_al.label.base import FAILED_FILE, Labeler, write_failure
-from lfpo_al.label.chgnet import FRAME_FILE, LABELED_FILE, read_labeled, write_labeled
+from lfpo_al.label.dft_common import dft_inputs_dir, kpoint_mesh, site_magmoms
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled, write_labeled
 from lfpo_al.structures.system import OlivineSystem
 
-DFT_INPUTS_ENV = "LFPO_AL_DFT_INPUTS"
 POTCAR_DIR_ENV = "LFPO_AL_POTCAR_DIR"
 INCAR, KPOINTS, POSCAR, POTCAR, OUTCAR = "INCAR", "KPOINTS", "POSCAR", "POTCAR", "OUTCAR"
 INCAR_FIELDS = ("SYSTEM", "MAGMOM", "EDIFF", "NELM", "LDAU", "LDAUL", "LDAUU", "LDAUJ")  # the templates' placeholders
 KPOINTS_FIELDS = ("MESH", "SPACING")
-
-
-def dft_inputs_dir() -> Path:
-    """``$LFPO_AL_DFT_INPUTS`` or the ``dft_inputs/`` folder beside the package (as ``configs/``)."""
-    path = Path(os.environ.get(DFT_INPUTS_ENV, Path(__file__).resolve().parents[2] / "dft_inputs"))
-    if not path.is_dir():
-        raise UserError(f"no DFT input folder {path}; set {DFT_INPUTS_ENV} to the project's dft_inputs/ folder")
-    return path
 
 
 class ScfNotConverged(Exception):
@@ -219,22 +210,6 @@ def species_order(symbols: list[str], species: list[str]) -> np.ndarray:
     return np.argsort([rank[s] for s in symbols], kind="stable")
 
 
-def site_magmoms(atoms: Atoms, system: OlivineSystem) -> np.ndarray:
-    """Initial moment per site: the frame's seeded ``initial_magmoms`` (signed, from the builder), else
-    |m| of its intended ``valence`` from ``system.valence.initial_magmom`` (all parallel)."""
-    seeded = atoms.arrays.get("initial_magmoms")
-    if seeded is not None and np.ndim(seeded) == 1 and np.any(seeded != 0):
-        return np.asarray(seeded, dtype=float)
-    if "valence" not in atoms.arrays:
-        raise UserError("frame has neither 'initial_magmoms' nor 'valence' per atom; give it one of them")
-    start = system.valence.initial_magmom
-    valence = np.asarray(atoms.arrays["valence"], dtype=int)
-    missing = sorted(set(valence[valence > 0]) - set(start))
-    if missing:
-        raise UserError(f"system.valence.initial_magmom has no moment for valence {missing}")
-    return np.array([start[v] if v > 0 else 0.0 for v in valence])
-
-
 def compact(values) -> str:
     """VASP's run-length list: ``[0, 0, 4, -4]`` -> ``2*0.0 4.0 -4.0``."""
     words, items = [], [_number(v) for v in values]
@@ -246,12 +221,6 @@ def compact(values) -> str:
         words.append(items[i] if j - i == 1 else f"{j - i}*{items[i]}")
         i = j
     return " ".join(words)
-
-
-def kpoint_mesh(cell: np.ndarray, spacing: float) -> list[int]:
-    """Gamma-centred mesh with at most ``spacing`` (1/A, 2 pi included) between k-points along each b_i."""
-    lengths = 2 * math.pi * np.linalg.norm(np.linalg.inv(cell).T, axis=1)
-    return [max(1, math.ceil(n - 1e-9)) for n in lengths / spacing]
 
 
 def read_vasp_labels(task_dir: Path) -> Atoms:

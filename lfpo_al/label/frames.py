@@ -1,0 +1,39 @@
+"""The frame files every labeler's task folder shares: the input frame and the labeled frame (extxyz)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+FRAME_FILE = "frame.extxyz"
+LABELED_FILE = "labeled.extxyz"
+
+
+def read_labeled(path: Path) -> Atoms:
+    """A ``labeled.extxyz`` with the moments moved from the calculator to ``arrays['magmoms']``.
+
+    ASE's extxyz reader files any ``magmoms`` column under the calculator; keeping it out of the
+    calculator lets the frame be written again without a duplicate column.
+    """
+    atoms = ase.io.read(path, format="extxyz")
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    missing = {"energy", "forces", "stress", "magmoms"} - set(results)
+    if missing:
+        raise ValueError(f"{path.name} lacks {', '.join(sorted(missing))}")
+    atoms.new_array("magmoms", np.asarray(results.pop("magmoms"), dtype=float))
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+def write_labeled(atoms: Atoms, path: Path) -> None:
+    """Write via a hidden partial file and rename, so a killed task never leaves half a result."""
+    results = dict(atoms.calc.results)
+    out = atoms.copy()
+    magmoms = out.arrays.pop("magmoms")
+    out.calc = SinglePointCalculator(out, magmoms=magmoms, **results)
+    partial = path.with_name(f".{path.name}.partial")
+    ase.io.write(partial, out, format="extxyz")
+    partial.replace(path)
