@@ -43,6 +43,27 @@ def make_dynamics(atoms: Atoms, task: dict, rng: np.random.Generator):
                     friction=task["friction_per_fs"] / units.fs, rng=rng)
 
 
+def annotate(frame: Atoms, system: OlivineSystem, task: dict, step: int) -> None:
+    """Per-atom and info keys every engine records on a frame."""
+    _, valence = metal_valences(frame, system)
+    full = np.zeros(len(frame), dtype=int)
+    full[np.array(frame.get_chemical_symbols()) == system.metal] = valence
+    # ``valence`` stays the seeded pattern the teacher is checked against; the instantaneous
+    # geometric reading is kept beside it (thermal noise makes it flicker at high T)
+    frame.set_array("valence_geometry", full)
+    frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
+
+
+def stop_reason_of(frame: Atoms, row: np.ndarray, task: dict) -> str | None:
+    """Why a trajectory stops at this recorded frame (model_devi row), or None to go on."""
+    step, devi = int(row[0]), row[MAX_DEVI_F]
+    if not np.isfinite(devi) or devi > task["abort_deviation"]:
+        return f"deviation {devi:.2f} > {task['abort_deviation']:.2f} eV/A at step {step}"
+    if (dmin := min_distance(frame)) < task["min_distance"]:
+        return f"atoms {dmin:.2f} A apart at step {step}"
+    return None
+
+
 def run_md(task_dir: Path) -> dict:
     from deepmd.calculator import DP
     from deepmd.infer import DeepPot
@@ -68,19 +89,10 @@ def run_md(task_dir: Path) -> dict:
         devi[0] = step
         frame = atoms.copy()
         frame.calc = None
-        _, valence = metal_valences(frame, system)
-        full = np.zeros(len(frame), dtype=int)
-        full[np.array(frame.get_chemical_symbols()) == system.metal] = valence
-        # ``valence`` stays the seeded pattern the teacher is checked against; the instantaneous
-        # geometric reading is kept beside it (thermal noise makes it flicker at high T)
-        frame.set_array("valence_geometry", full)
-        frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
+        annotate(frame, system, task, step)
         frames.append(frame)
         rows.append(devi)
-        if not np.isfinite(devi[MAX_DEVI_F]) or devi[MAX_DEVI_F] > task["abort_deviation"]:
-            stop_reason = f"deviation {devi[MAX_DEVI_F]:.2f} > {task['abort_deviation']:.2f} eV/A at step {step}"
-        elif (dmin := min_distance(frame)) < task["min_distance"]:
-            stop_reason = f"atoms {dmin:.2f} A apart at step {step}"
+        stop_reason = stop_reason_of(frame, devi, task)
 
     record()
     while dyn.nsteps < task["n_steps"] and stop_reason is None:

@@ -29,9 +29,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.lammps import Prism
 
-from lfpo_al.explore.ase_md import MAX_DEVI_F, min_distance
+from lfpo_al.explore.ase_md import MAX_DEVI_F, annotate, stop_reason_of
 from lfpo_al.structures.system import OlivineSystem
-from lfpo_al.structures.valence import metal_valences
 
 DATA_FILE = "conf.lmp"
 INPUT_FILE = "in.lammps"
@@ -161,26 +160,6 @@ def read_dump(task_dir: Path, start: Atoms, type_map: list[str]) -> dict[int, At
         frame.set_velocities(prism.vector_to_ase(dumped.get_velocities()))
         frames[int(dumped.info["timestep"])] = frame
     return frames
-
-
-def annotate(frame: Atoms, system: OlivineSystem, task: dict, step: int) -> None:
-    """The per-atom and info keys the ASE engine records (see ``ase_md.run_md``)."""
-    _, valence = metal_valences(frame, system)
-    full = np.zeros(len(frame), dtype=int)
-    full[np.array(frame.get_chemical_symbols()) == system.metal] = valence
-    # ``valence`` stays the seeded pattern; the instantaneous geometric reading is kept beside it
-    frame.set_array("valence_geometry", full)
-    frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
-
-
-def stop_reason_of(frame: Atoms, row: np.ndarray, task: dict) -> str | None:
-    """The ASE engine's stop rules on one recorded frame, with its messages."""
-    step, devi = int(row[0]), row[MAX_DEVI_F]
-    if not np.isfinite(devi) or devi > task["abort_deviation"]:
-        return f"deviation {devi:.2f} > {task['abort_deviation']:.2f} eV/A at step {step}"
-    if (dmin := min_distance(frame)) < task["min_distance"]:
-        return f"atoms {dmin:.2f} A apart at step {step}"
-    return None
 
 
 def run_md(task_dir: Path) -> dict:
