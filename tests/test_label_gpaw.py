@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -23,7 +24,7 @@ from lfpo_al.errors import UserError
 from lfpo_al.label import gpaw_task
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.label.driver import label_frames
-from lfpo_al.label.gpaw import PARAMETERS_FILE, GpawLabeler, hubbard_setups
+from lfpo_al.label.gpaw import PARAMETERS_FILE, GpawLabeler, hubbard_setups, mpi_launcher
 from lfpo_al.structures import BuildSpec, build_structure
 
 
@@ -103,8 +104,21 @@ def test_command_runs_gpaw_under_mpi_with_the_setups(tmp_path):
     assert command.startswith(f"GPAW_SETUP_PATH={tmp_path} ")
     assert "-m lfpo_al.label.gpaw_task" in command and "--ranks 4" in command
     assert "mpirun -np 4" in command and "-m gpaw python" in command and "OMPI_ALLOW_RUN_AS_ROOT=1" in command
+    assert f"{Path(sys.executable).parent}/mpirun" not in command
     serial = GpawLabeler(setup_path=str(tmp_path), mpi_command="").command()
     assert "mpirun" not in serial and "--ranks 1" in serial
+
+
+def test_mpi_launcher_skips_this_environments_own_mpirun(tmp_path, monkeypatch):
+    env_bin, system_bin = Path(sys.executable).parent, tmp_path / "bin"
+    system_bin.mkdir()
+    (system_bin / "mpirun").write_text("#!/bin/sh\n")
+    (system_bin / "mpirun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{env_bin}{os.pathsep}{system_bin}")
+    assert mpi_launcher("A=1 mpirun -np 2 -x $B") == f"A=1 {system_bin}/mpirun -np 2 -x $B"
+    assert mpi_launcher("srun -n 2") == "srun -n 2"  # other launchers are left as they are
+    monkeypatch.setenv("PATH", str(env_bin))
+    assert mpi_launcher("mpirun -np 2") == "mpirun -np 2"  # nothing else found: left to the shell
 
 
 def test_setup_folder_must_hold_the_elements(system, frames, tmp_path):

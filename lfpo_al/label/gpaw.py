@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +170,7 @@ class GpawLabeler(Labeler):
         python = shlex.quote(sys.executable)
         worker = f"{python} -m gpaw python"  # GPAW >= 25 runs MPI only through its own interpreter
         if self.mpi_command.strip():
-            worker = f"{self.mpi_command.format(cores=self.cores_per_task)} {worker}"
+            worker = f"{mpi_launcher(self.mpi_command.format(cores=self.cores_per_task))} {worker}"
         setups = self.setup_folder()
         return (
             f"{SETUP_PATH_ENV}={shlex.quote(str(setups))} {python} -m lfpo_al.label.gpaw_task "
@@ -226,6 +228,23 @@ class GpawLabeler(Labeler):
         if folder not in map(str, setup_paths):
             setup_paths.insert(0, folder)
         return GPAW(**params, txt=None)
+
+
+def mpi_launcher(command: str) -> str:
+    """``command`` with a bare ``mpirun``/``mpiexec`` resolved past this environment's own ``bin/``.
+
+    deepmd-kit's MPICH wheel puts an ``mpirun`` there; GPAW is built against the system's OpenMPI,
+    and under the other MPI's launcher each rank would run the whole calculation alone.
+    """
+    launcher = next((w for w in command.split() if "=" not in w), "")
+    if launcher not in ("mpirun", "mpiexec"):
+        return command
+    env_bin = Path(sys.executable).parent
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d) != env_bin]
+    found = shutil.which(launcher, path=os.pathsep.join(dirs))
+    if not found:
+        return command
+    return re.sub(rf"(?<!\S){launcher}(?!\S)", found.replace("\\", "\\\\"), command, count=1)
 
 
 def hubbard_setups(hubbard_u: dict, symbols: list[str]) -> dict[str, str]:
