@@ -21,6 +21,7 @@ import logging
 import math
 import shlex
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -195,11 +196,15 @@ def _watch_round(bar: tqdm, batch: list[Task], machine: MachineSettings, work_di
     remote_root = Path(machine.machine.get("remote_root") or work_dir / ".dispatch").resolve()  # run_tasks' default
     names, start, stop, since = {t.name for t in batch}, bar.n, threading.Event(), time.time() - 1
 
+    interactive = sys.stderr.isatty()  # in a log file, one line per finished task instead of one per second
+
     def watch() -> None:
         while not stop.wait(1.0):
             ended = {p.parent.name for p in remote_root.glob(f"*/task.*/{EXIT_CODE_FILE}") if _mtime(p) >= since}
-            bar.n = start + len(ended & names)
-            bar.refresh()
+            done = start + len(ended & names)
+            if done != bar.n or interactive:
+                bar.n = done
+                bar.refresh()
 
     watcher = threading.Thread(target=watch, name="label-progress", daemon=True)
     watcher.start()
