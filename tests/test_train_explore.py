@@ -60,8 +60,30 @@ def test_members_are_frozen_and_distinct(members, tiny_data):
     type_map = pots[0].get_type_map()
     atype = np.array([type_map.index(system["atom_names"][t]) for t in system["atom_types"]])
     forces = [p.eval(system["coords"][:1].reshape(1, -1), system["cells"][:1].reshape(1, 9), atype)[1] for p in pots]
-    # re-initialised fitting nets with their own seeds: the members must disagree
+    # member 1 re-initialised its fitting net with its own seed: the members must disagree
     assert np.abs(forces[0] - forces[1]).max() > 1e-4
+
+
+def test_member_zero_keeps_the_pretrained_fitting_net(members):
+    """Default diversification: member 0 fine-tunes the pretrained fitting net, member 1 starts a fresh one."""
+    import torch
+
+    def fitting_matrix(path):
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        return state["model.Default.atomic_model.fitting_net.filter_layers.networks.0.layers.1.matrix"]
+
+    pretrained = fitting_matrix(resolve_pretrained("starter"))
+    kept, fresh = (fitting_matrix(m.checkpoint) for m in members)
+    relative = lambda w: float(torch.linalg.norm(w - pretrained) / torch.linalg.norm(pretrained))  # noqa: E731
+    assert kept.shape == pretrained.shape and relative(kept) < 0.05  # 4 Adam steps move each weight by ~ the lr
+    # a re-initialised net shares nothing with the pretrained one (deepmd builds it with its default widths)
+    assert fresh.shape != pretrained.shape or relative(fresh) > 0.5
+
+
+def test_which_members_reinitialise_their_fitting_net():
+    assert [EnsembleSettings().reinitialises_fitting(i) for i in range(3)] == [False, True, True]
+    assert all(EnsembleSettings(diversify="reinit_fitting").reinitialises_fitting(i) for i in range(3))
+    assert not any(EnsembleSettings(diversify="keep_fitting").reinitialises_fitting(i) for i in range(3))
 
 
 def test_training_skips_finished_members(members, tiny_data, machine, load_system):

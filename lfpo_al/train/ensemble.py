@@ -2,9 +2,10 @@
 
 Each member is one dpdispatcher task folder ``member.%03d`` running ``dp --pt train --finetune`` and
 ``dp --pt freeze``. Members that keep the pretrained fitting net and differ only in seed barely
-disagree, so by default the first fine-tune re-initialises each member's fitting net with its own seed
-(``--model-branch RANDOM``) and each member may see its own bootstrap subset of the frames. Later
-iterations continue from the same member's previous checkpoint, so members stay distinct.
+disagree, so by default every member but member 0 re-initialises its fitting net with its own seed
+(``--model-branch RANDOM``) and each member may see its own bootstrap subset of the frames. Each
+iteration fine-tunes afresh from the pretrained model, or, with ``from_pretrained_each_iteration``
+off, continues from the same member's previous checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dpdata
 import numpy as np
 
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
+from lfpo_al.train.pretrained import RANDOM_HEAD
 from lfpo_al.train.settings import EnsembleSettings
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def train_ensemble(
             start, branch = previous[i].checkpoint, None
         else:
             start = pretrained
-            branch = "RANDOM" if settings.diversify == "reinit_fitting" else settings.head
+            branch = RANDOM_HEAD if settings.reinitialises_fitting(i) else settings.head
         tasks.append(TaskSpec(
             task_dir=member.dir.name,
             command=member_command(start, branch),
