@@ -1,18 +1,29 @@
 """Build the small DPA-2 shipped as ``lfpo_al/starter/starter_dpa2.pt``.
 
-    python scripts/build_starter_model.py --out /tmp/starter_work [--steps 4000] [--no-ship]
+    python scripts/build_starter_model.py --out /tmp/starter_work [--steps 4000] [--polaron-steps 4000]
+                                          [--phase1-checkpoint FILE] [--no-ship]
 
 It stands in for the real DPA-2.3.1 weights (not downloadable offline) so that demos and tests can
 fine-tune a genuine DPA-2 checkpoint. Each stage is skipped when its output exists in OUT, so an
 interrupted build resumes:
 
-1. frames.extxyz   lfpo/lmpo/lcpo/lnpo cells at x = 0..1 (1x1x1, 1x2x1; random orderings, several
-                   seeds; planes_* at x = 0.5), strained + rattled copies, CHGNet NVT MD at 600 K
-2. labeled.extxyz  CHGNet energy, forces, stress
-3. data/           deepmd/npy train + valid (10 % held out), type map Li Fe Mn Co Ni P O
-4. train/, test/   dp --pt train of a scaled-down DPA-2; dp --pt freeze + dp --pt test on valid
-5. ship            optimizer-free checkpoint + provenance.json into lfpo_al/starter/, once
-                   --finetune ... --use-pretrain-script works with and without --model-branch RANDOM
+1. frames.extxyz          lfpo/lmpo/lcpo/lnpo cells at x = 0..1 (1x1x1, 1x2x1; random orderings, several
+                          seeds; planes_* at x = 0.5), strained + rattled copies, CHGNet NVT MD at 600 K
+2. polaron_frames.extxyz  CHGNet NVT MD of mixed-valence cells at 300 and 600 K (LiFePO4 x = 0.25-0.75
+                          and an interface; x = 0.5 of the others)
+3. *labeled.extxyz        CHGNet energy, forces, stress, moments
+4. data/                  deepmd/npy train/ + valid/ (10 % held out per set), type map Li Fe Mn Co Ni P O
+5. train/                 phase 1: dp --pt train of a scaled-down DPA-2 on the broad set (frames.extxyz);
+                          --phase1-checkpoint FILE reuses an earlier phase-1 model instead
+6. train_polaron/, test/  phase 2: the phase-1 model trained on, --finetune ... --use-pretrain-script, on
+                          both sets; dp --pt freeze + dp --pt test on the held-out frames
+7. ship                   optimizer-free checkpoint + provenance.json into lfpo_al/starter/, once
+                          --finetune ... --use-pretrain-script works with and without --model-branch RANDOM
+
+Why two phases: a model trained on the broad set alone drifts out of the teacher's polaron basin within
+~40 fs of its own MD (M3+ octahedra expand, M2+ ones contract), so the frames an active-learning loop
+then selects are far from anything it will be tested on. Phase 2 teaches the mixed-valence octahedra
+as the teacher moves them.
 """
 
 from __future__ import annotations
@@ -24,9 +35,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 
 # One intra-op thread was measured fastest on this 2-core machine; must be set before torch loads.
@@ -35,17 +46,18 @@ for _var in ("OMP_NUM_THREADS", "DP_INTRA_OP_PARALLELISM_THREADS", "DP_INTER_OP_
 
 import ase.io
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 
-from lfpo_al.train.ensemble import dp_executable
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # starter_frames, also when loaded by path
+from starter_frames import (SYSTEMS, frame_counts, generate_frames, label_frames, load_system, log,  # noqa: E402
+                            polaron_md_frames, split_valid, write_deepmd)
+
+from lfpo_al.train.ensemble import dp_executable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = ROOT / "lfpo_al" / "starter"
 CHECKPOINT_NAME = "starter_dpa2.pt"
-SYSTEMS = ("lfpo", "lmpo", "lcpo", "lnpo")
 TYPE_MAP = ["Li", "Fe", "Mn", "Co", "Ni", "P", "O"]
-XS = (0.0, 0.25, 0.5, 0.75, 1.0)
-VALID_FRACTION = 0.1
 
 # Scaled-down DPA-2 (DPA-2.3.1 uses repinit nsel 120 / neuron [25,50,100], repformer 6-12 layers,
 # g1 128, g2 32); same block structure and update style so fine-tuning exercises the same code path.
@@ -67,10 +79,6 @@ DESCRIPTOR = {
 FITTING_NET = {"neuron": [128, 128], "resnet_dt": True}
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def run_dp(args: list[str], cwd: Path, logfile: Path) -> None:
     with logfile.open("w") as fh:
         proc = subprocess.run([dp_executable(), "--pt", *args], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
@@ -79,135 +87,20 @@ def run_dp(args: list[str], cwd: Path, logfile: Path) -> None:
         raise RuntimeError(f"dp --pt {' '.join(args)} failed (rc {proc.returncode}) in {cwd}:\n{tail}")
 
 
-def load_system(name: str):
-    from lfpo_al.config import compose_config, instantiate_group
 
-    return instantiate_group(compose_config([f"system={name}"]), "system")
-
-
-def base_structures(system) -> list[Atoms]:
-    """Every Li arrangement of one system: random orderings (several seeds) and planes_* at x = 0.5."""
-    from lfpo_al.structures import BuildSpec, build_structure
-
-    specs = []
-    for cell, seeds in (([1, 1, 1], (0, 1)), ([1, 2, 1], (0, 1, 2))):
-        for x in XS:
-            # x = 0 and x = 1 have a single arrangement: one seed is enough
-            for seed in (seeds[:1] if x in (0.0, 1.0) else seeds):
-                specs.append(BuildSpec(supercell=cell, x=x, li_order="random", seed=seed))
-        specs += [BuildSpec(supercell=cell, x=0.5, li_order=f"planes_{axis}") for axis in "abc"]
-    return [build_structure(system, spec) for spec in specs]
+LOSS = {"type": "ener", "start_pref_e": 0.2, "limit_pref_e": 20.0, "start_pref_f": 100.0,
+        "limit_pref_f": 20.0, "start_pref_v": 0.02, "limit_pref_v": 1.0}
+# (start_lr, stop_lr) per phase; decay every steps/40 (exp schedule)
+LEARNING_RATES = {"train": (2e-3, 3e-5), "train_polaron": (1e-3, 3e-5)}
 
 
-def strained(atoms: Atoms, rng: np.random.Generator, max_axial: float = 0.03, max_shear: float = 0.01) -> Atoms:
-    """A copy with a random homogeneous strain: up to a few % per axis plus a small shear."""
-    eps = np.diag(rng.uniform(-max_axial, max_axial, 3))
-    upper = np.triu_indices(3, 1)
-    eps[upper] = rng.uniform(-max_shear, max_shear, 3)
-    eps = np.triu(eps) + np.triu(eps, 1).T  # symmetric: no rigid rotation
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-    return out
-
-
-def rattled(atoms: Atoms, rng: np.random.Generator, sigma: float) -> Atoms:
-    out = atoms.copy()
-    out.positions += rng.normal(0.0, sigma, out.positions.shape)
-    return out
-
-
-def md_snapshots(atoms: Atoms, calc, rng: np.random.Generator, temperature_k: float = 600.0,
-                 steps: int = 100, every: int = 10) -> list[Atoms]:
-    """Snapshots of a short CHGNet Langevin NVT run (1 fs steps) from a built cell."""
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-    work = atoms.copy()
-    work.calc = calc
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature_k, rng=rng)
-    dyn = Langevin(work, 1.0 * units.fs, temperature_K=temperature_k, friction=0.02 / units.fs, rng=rng)
-    snaps = []
-    for _ in range(steps // every):
-        dyn.run(every)
-        snap = work.copy()
-        snap.calc = None
-        snaps.append(snap)
-    return snaps
-
-
-def generate_frames(seed: int) -> list[Atoms]:
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    rng = np.random.default_rng(seed)
-    calc = CHGNetCalculator(use_device="cpu")
-    frames = []
-    for name in SYSTEMS:
-        system = load_system(name)
-        bases = base_structures(system)
-        for atoms in bases:
-            # sigma 0.08 A gave median max forces of ~12 eV/A (stiff P-O bonds): 0.04 stays physical
-            variants = [("base", atoms), ("strain", rattled(strained(atoms, rng), rng, 0.02)),
-                        ("rattle", rattled(strained(atoms, rng, 0.015, 0.005), rng, 0.04))]
-            for kind, frame in variants:
-                frame.info.update(config=name, kind=kind)
-                frames.append(frame)
-        # MD from three cells per system: half-lithiated 1x2x1 and both end members
-        md_starts = [a for a in bases if a.info["supercell"] == "1 2 1" and a.info["x"] == 0.5
-                     and a.info["li_order"] == "random"][:1]
-        md_starts += [a for a in bases if a.info["supercell"] == "1 1 1" and a.info["x"] in (0.0, 1.0)]
-        for start in md_starts:
-            for snap in md_snapshots(start, calc, rng):
-                snap.info.update(config=name, kind="md")
-                frames.append(snap)
-        log(f"frames: {name} done, {len(frames)} so far")
-    return frames
-
-
-def label_frames(frames: list[Atoms], model=None) -> list[Atoms]:
-    """CHGNet energy, forces, stress (ASE convention) and moments for each frame, one at a time
-    (batched prediction measured slower here), through the project's CHGNet labeler."""
-    from chgnet.model import CHGNet
-
-    from lfpo_al.label.chgnet import label_atoms
-
-    model = model or CHGNet.load(use_device="cpu", verbose=False)
-    return [label_atoms(model, atoms) for atoms in frames]
-
-
-def write_deepmd(frames: list[Atoms], out: Path, type_map: list[str]) -> list[Path]:
-    """deepmd/npy systems (one per formula) under ``out``; returns their folders."""
-    import dpdata
-
-    multi = dpdata.MultiSystems(type_map=type_map)
-    for atoms in frames:
-        multi.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
-    multi.to_deepmd_npy(str(out))
-    return sorted(p.parent for p in out.glob("*/type.raw"))
-
-
-def split_valid(frames: list[Atoms], seed: int) -> np.ndarray:
-    """Boolean mask of held-out frames: ~10 % of each system, drawn at random."""
-    rng = np.random.default_rng(seed + 1)
-    configs = np.array([f.info["config"] for f in frames])
-    held = np.zeros(len(frames), dtype=bool)
-    for name in SYSTEMS:
-        idx = np.flatnonzero(configs == name)
-        held[rng.choice(idx, size=max(1, round(VALID_FRACTION * len(idx))), replace=False)] = True
-    return held
-
-
-def frame_counts(frames: list[Atoms]) -> dict[str, dict[str, int]]:
-    pairs = Counter((f.info["config"], f"x={float(f.info['x']):g}") for f in frames)
-    return {name: {x: n for (c, x), n in sorted(pairs.items()) if c == name} for name in SYSTEMS}
-
-
-def train_input(train_dirs: list[Path], valid_dirs: list[Path], steps: int, seed: int) -> dict:
+def train_input(train_dirs: list[Path], valid_dirs: list[Path], steps: int, seed: int, phase: str = "train") -> dict:
+    start_lr, stop_lr = LEARNING_RATES[phase]
     return {
         "model": {"type_map": TYPE_MAP, "descriptor": {**DESCRIPTOR, "seed": seed},
                   "fitting_net": {**FITTING_NET, "seed": seed}},
-        "learning_rate": {"type": "exp", "start_lr": 2e-3, "stop_lr": 3e-5, "decay_steps": max(1, steps // 40)},
-        "loss": {"type": "ener", "start_pref_e": 0.2, "limit_pref_e": 20.0, "start_pref_f": 100.0,
-                 "limit_pref_f": 20.0, "start_pref_v": 0.02, "limit_pref_v": 1.0},
+        "learning_rate": {"type": "exp", "start_lr": start_lr, "stop_lr": stop_lr, "decay_steps": max(1, steps // 40)},
+        "loss": LOSS,
         "training": {
             "training_data": {"systems": [str(p) for p in train_dirs], "batch_size": "auto"},
             "validation_data": {"systems": [str(p) for p in valid_dirs], "batch_size": "auto", "numb_btch": 2},
@@ -229,42 +122,55 @@ def finetune_input(data_dirs: list[Path], type_map: list[str], steps: int, seed:
     }
 
 
-def train(work: Path, steps: int, seed: int, times: dict) -> None:
-    """Train, or resume an interrupted training; adds the wall time to ``times["train"]``."""
-    train_dir = work / "train"
+def systems_under(*folders: Path) -> list[Path]:
+    return sorted(p.parent for folder in folders for p in folder.rglob("type.raw"))
+
+
+def train(work: Path, phase: str, data: list[str], steps: int, seed: int, times: dict,
+          start_from: Path | None = None) -> Path:
+    """Train one phase (``start_from``: a checkpoint to train on, via --finetune --use-pretrain-script),
+    or resume it if interrupted; returns the final checkpoint and adds the wall time to ``times[phase]``."""
+    train_dir = work / phase
     train_dir.mkdir(parents=True, exist_ok=True)
     final = train_dir / f"model.ckpt-{steps}.pt"
     if final.exists():
-        log(f"train: {final.name} exists, skipping")
-        return
-    config = train_input(sorted(p.parent for p in (work / "data/train").glob("*/type.raw")),
-                         sorted(p.parent for p in (work / "data/valid").glob("*/type.raw")), steps, seed)
+        log(f"{phase}: {final.name} exists, skipping")
+        return final
+    config = train_input(systems_under(*(work / "data/train" / d for d in data)),
+                         systems_under(*(work / "data/valid" / d for d in data)), steps, seed, phase)
     (train_dir / "input.json").write_text(json.dumps(config, indent=2))
     args = ["train", "input.json"]
     if (train_dir / "checkpoint").exists():  # interrupted earlier: continue from the last checkpoint
         args += ["--restart", (train_dir / "checkpoint").read_text().strip()]
     else:
-        times["train"] = 0.0
-    log(f"train: dp --pt {' '.join(args)} ({steps} steps) in {train_dir}")
+        times[phase] = 0.0
+        if start_from is not None:
+            args += ["--finetune", str(start_from), "--use-pretrain-script"]
+    log(f"{phase}: dp --pt {' '.join(args)} ({steps} steps) in {train_dir}")
     start = time.time()
     run_dp(args, train_dir, train_dir / "train.log")
-    times["train"] = times.get("train", 0.0) + time.time() - start
+    times[phase] = times.get(phase, 0.0) + time.time() - start
+    return final
 
 
-def test_model(work: Path) -> dict:
-    """Freeze and test on the held-out set; RMSEs from dp test's detail files (all frames pooled)."""
+def test_model(work: Path, checkpoint: Path) -> dict:
+    """Freeze and test on the held-out frames: all pooled, and per set (dp test's detail files)."""
     test_dir = work / "test"
     test_dir.mkdir(exist_ok=True)
-    run_dp(["freeze", "-c", str(work / "train"), "-o", str(test_dir / "frozen.pth")], test_dir, test_dir / "freeze.log")
-    run_dp(["test", "-m", "frozen.pth", "-s", str(work / "data/valid"), "-d", "detail"], test_dir, test_dir / "test.log")
-    e = np.loadtxt(test_dir / "detail.e_peratom.out", ndmin=2)
-    f = np.loadtxt(test_dir / "detail.f.out", ndmin=2)
-    return {
-        "frames": int(len(e)),
-        "energy_rmse_mev_per_atom": round(float(np.sqrt(np.mean((e[:, 0] - e[:, 1]) ** 2)) * 1000), 2),
-        "force_rmse_ev_per_a": round(float(np.sqrt(np.mean((f[:, :3] - f[:, 3:6]) ** 2))), 4),
-        "force_rms_of_labels_ev_per_a": round(float(np.sqrt(np.mean(f[:, :3] ** 2))), 4),  # scale for the RMSE
-    }
+    run_dp(["freeze", "-c", str(checkpoint.parent), "-o", str(test_dir / "frozen.pth")], test_dir, test_dir / "freeze.log")
+    metrics = {}
+    for name in ("all", "broad", "polaron"):
+        folder = work / "data/valid" / ("" if name == "all" else name)
+        run_dp(["test", "-m", "frozen.pth", "-s", str(folder), "-d", name], test_dir, test_dir / f"test_{name}.log")
+        e = np.loadtxt(test_dir / f"{name}.e_peratom.out", ndmin=2)
+        f = np.loadtxt(test_dir / f"{name}.f.out", ndmin=2)
+        metrics[name] = {
+            "frames": int(len(e)),
+            "energy_rmse_mev_per_atom": round(float(np.sqrt(np.mean((e[:, 0] - e[:, 1]) ** 2)) * 1000), 2),
+            "force_rmse_ev_per_a": round(float(np.sqrt(np.mean((f[:, :3] - f[:, 3:6]) ** 2))), 4),
+            "force_rms_of_labels_ev_per_a": round(float(np.sqrt(np.mean(f[:, :3] ** 2))), 4),  # the RMSE's scale
+        }
+    return {**metrics.pop("all"), "per_set": metrics}
 
 
 def strip_checkpoint(src: Path, dst: Path) -> None:
@@ -308,11 +214,11 @@ def check_finetune(checkpoint: Path, frames: list[Atoms], work: Path) -> dict[st
     return commands
 
 
-def ship(work: Path, package_dir: Path, provenance: dict, valid_frames: list[Atoms], steps: int) -> None:
+def ship(work: Path, package_dir: Path, provenance: dict, final: Path, valid_frames: list[Atoms]) -> None:
     package_dir.mkdir(parents=True, exist_ok=True)
     shipped = package_dir / CHECKPOINT_NAME
     staged = work / "ship" / CHECKPOINT_NAME
-    strip_checkpoint(work / "train" / f"model.ckpt-{steps}.pt", staged)
+    strip_checkpoint(final, staged)
     lfpo = [f for f in valid_frames if f.info["config"] == "lfpo"][:4]
     provenance["finetune_check"] = check_finetune(staged, lfpo, work / "ship" / "finetune_check")
     provenance["checkpoint_bytes"] = staged.stat().st_size
@@ -322,14 +228,23 @@ def ship(work: Path, package_dir: Path, provenance: dict, valid_frames: list[Ato
     log(f"ship: {shipped} ({staged.stat().st_size / 1e6:.2f} MB, {provenance['parameters']} parameters)")
 
 
-def provenance_record(work: Path, labeled: list[Atoms], n_valid: int, steps: int, times: dict, metrics: dict) -> dict:
+def phase_record(work: Path, phase: str, steps: int, data: list[str], times: dict, reused: Path | None = None) -> dict:
+    if reused is not None:
+        return {"reused_checkpoint": str(reused), "data": data,
+                "note": "an earlier phase-1 model (--phase1-checkpoint); see its own provenance"}
+    config = json.loads((work / phase / "input.json").read_text())
+    per_step = re.search(r"average training time: ([\d.]+) s/batch", (work / phase / "train.log").read_text())
+    return {"steps": steps, "data": data, "threads": 1, "s_per_step": float(per_step.group(1)) if per_step else None,
+            "wall_s": round(times.get(phase, 0.0), 1), "learning_rate": config["learning_rate"], "loss": config["loss"]}
+
+
+def provenance_record(labeled: list[Atoms], n_valid: int, times: dict, phases: dict, metrics: dict) -> dict:
     import chgnet
     import deepmd
     import torch
     from chgnet.model import CHGNet
 
-    config = json.loads((work / "train" / "input.json").read_text())
-    per_step = re.search(r"average training time: ([\d.]+) s/batch", (work / "train" / "train.log").read_text())
+    kinds = ("base", "strain", "rattle", "md", "polaron_md")
     return {
         "file": CHECKPOINT_NAME,
         "created": datetime.date.today().isoformat(),
@@ -338,10 +253,9 @@ def provenance_record(work: Path, labeled: list[Atoms], n_valid: int, steps: int
         "deepmd_kit": deepmd.__version__, "torch": torch.__version__, "type_map": TYPE_MAP,
         "frames": {"total": len(labeled), "train": len(labeled) - n_valid, "held_out": n_valid,
                    "per_system_and_x": frame_counts(labeled),
-                   "per_kind": {k: sum(f.info["kind"] == k for f in labeled) for k in ("base", "strain", "rattle", "md")}},
+                   "per_kind": {k: sum(f.info["kind"] == k for f in labeled) for k in kinds}},
         "wall_s": {k: round(v, 1) for k, v in times.items()},
-        "training": {"steps": steps, "threads": 1, "s_per_step": float(per_step.group(1)) if per_step else None,
-                     "learning_rate": config["learning_rate"], "loss": config["loss"]},
+        "training": phases,
         "held_out": metrics,
         "descriptor": DESCRIPTOR, "fitting_net": FITTING_NET,
         "rebuild": "python scripts/build_starter_model.py --out DIR",
@@ -362,39 +276,55 @@ def cached_stage(path: Path, make, times: dict, key: str) -> list[Atoms]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="work folder (frames, data, training); kept out of git")
-    parser.add_argument("--steps", type=int, default=4000, help="training steps")
+    parser.add_argument("--steps", type=int, default=4000, help="phase-1 training steps (broad set)")
+    parser.add_argument("--polaron-steps", type=int, default=4000, help="phase-2 training steps (both sets)")
+    parser.add_argument("--phase1-checkpoint", type=Path, default=None,
+                        help="start phase 2 from this phase-1 model (e.g. an earlier starter) instead of training one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--package-dir", type=Path, default=PACKAGE_DIR, help="where the checkpoint is shipped")
     parser.add_argument("--no-ship", action="store_true", help="stop after the held-out test")
     args = parser.parse_args()
+    if args.phase1_checkpoint is not None and not args.phase1_checkpoint.is_file():
+        parser.error(f"--phase1-checkpoint {args.phase1_checkpoint}: no such file; omit it to train phase 1")
     warnings.filterwarnings("ignore", category=UserWarning)
     work = args.out.resolve()
     work.mkdir(parents=True, exist_ok=True)
     times_path = work / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
 
-    frames = cached_stage(work / "frames.extxyz", lambda: generate_frames(args.seed), times, "frames")
-    log(f"frames: {len(frames)}")
-    labeled = cached_stage(work / "labeled.extxyz", lambda: label_frames(frames), times, "label")
-    log(f"label: {len(labeled)} frames labeled in {times.get('label', 0):.0f} s")
-    times_path.write_text(json.dumps(times, indent=2))
-
-    held = split_valid(labeled, args.seed)
-    valid_frames = [f for f, h in zip(labeled, held) if h]
+    sets = {}  # name -> labeled frames; each set is split into train / held-out on its own
+    for name, prefix, make in (("broad", "", generate_frames), ("polaron", "polaron_", polaron_md_frames)):
+        frames = cached_stage(work / f"{prefix}frames.extxyz", lambda: make(args.seed), times, f"{prefix}frames")
+        sets[name] = cached_stage(work / f"{prefix}labeled.extxyz", lambda: label_frames(frames), times, f"{prefix}label")
+        times_path.write_text(json.dumps(times, indent=2))
+        log(f"{name}: {len(sets[name])} frames labeled")
+    held = {name: split_valid(frames, args.seed + 10 * i) for i, (name, frames) in enumerate(sets.items())}
     if not (work / "data").exists():
         shutil.rmtree(work / "data.tmp", ignore_errors=True)  # left by an interrupted write
-        write_deepmd([f for f, h in zip(labeled, held) if not h], work / "data.tmp" / "train", TYPE_MAP)
-        write_deepmd(valid_frames, work / "data.tmp" / "valid", TYPE_MAP)
+        for name, frames in sets.items():
+            write_deepmd([f for f, h in zip(frames, held[name]) if not h], work / "data.tmp/train" / name, TYPE_MAP)
+            write_deepmd([f for f, h in zip(frames, held[name]) if h], work / "data.tmp/valid" / name, TYPE_MAP)
         (work / "data.tmp").rename(work / "data")
+    valid_frames = [f for name, frames in sets.items() for f, h in zip(frames, held[name]) if h]
+    labeled = [f for frames in sets.values() for f in frames]
     log(f"data: {len(labeled) - len(valid_frames)} train, {len(valid_frames)} held out")
 
-    train(work, args.steps, args.seed, times)
+    phases = {}
+    if args.phase1_checkpoint is None:
+        phase1 = train(work, "train", ["broad"], args.steps, args.seed, times)
+        phases["phase_1"] = phase_record(work, "train", args.steps, ["broad"], times)
+    else:
+        phase1 = args.phase1_checkpoint.resolve()
+        phases["phase_1"] = phase_record(work, "train", args.steps, ["broad"], times, reused=phase1)
     times_path.write_text(json.dumps(times, indent=2))
-    metrics = test_model(work)
+    final = train(work, "train_polaron", ["broad", "polaron"], args.polaron_steps, args.seed, times, start_from=phase1)
+    phases["phase_2"] = phase_record(work, "train_polaron", args.polaron_steps, ["broad", "polaron"], times)
+    times_path.write_text(json.dumps(times, indent=2))
+    metrics = test_model(work, final)
     log(f"test: {metrics}")
     if not args.no_ship:
-        provenance = provenance_record(work, labeled, len(valid_frames), args.steps, times, metrics)
-        ship(work, args.package_dir.resolve(), provenance, valid_frames, args.steps)
+        provenance = provenance_record(labeled, len(valid_frames), times, phases, metrics)
+        ship(work, args.package_dir.resolve(), provenance, final, valid_frames)
 
 
 if __name__ == "__main__":

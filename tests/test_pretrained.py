@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lfpo_al.errors import UserError
@@ -135,3 +136,55 @@ def test_starter_finetunes_on_chgnet_frames_and_freezes(tmp_path, lfpo_data, bra
     assert len((tmp_path / "lcurve.out").read_text().splitlines()) >= 2
     dp("freeze", "-c", ".", "-o", "member.pth", cwd=tmp_path)
     assert (tmp_path / "member.pth").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_build_polaron_md_frames_are_mixed_valence_teacher_md(monkeypatch):
+    script = load_build_script()
+    frames_module = sys.modules["starter_frames"]
+    monkeypatch.setattr(frames_module, "SYSTEMS", ("lfpo",))
+    monkeypatch.setattr(frames_module, "POLARON_MD_STEPS", 10)  # one snapshot per run
+    frames = script.polaron_md_frames(seed=0)
+    # x = 0.25, 0.5, 0.75 random + an interface, each at 300 and 600 K
+    assert len(frames) == 8
+    assert sorted({(float(f.info["x"]), f.info["li_order"]) for f in frames}) == [
+        (0.25, "random"), (0.5, "interface_b"), (0.5, "random"), (0.75, "random")]
+    assert {f.info["temperature_k"] for f in frames} == {300.0, 600.0}
+    assert all(f.info["kind"] == "polaron_md" and f.info["config"] == "lfpo" for f in frames)
+    for frame in frames:  # both valences present: the octahedra the phase teaches
+        assert set(frame.arrays["valence"][frame.arrays["valence"] > 0]) == {2, 3}
+    assert not np.allclose(frames[0].positions, frames[1].positions)  # 300 K and 600 K runs differ
+
+
+@pytest.mark.slow
+def test_build_phase_two_trains_on_both_sets_from_a_checkpoint_and_skips_when_done(tmp_path, load_system):
+    from lfpo_al.structures import BuildSpec, build_structure
+
+    script = load_build_script()
+    system = load_system("lfpo")
+    frames = script.label_frames([build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=1))
+                                  for x in (1.0, 0.5, 0.0)])
+    for name in ("broad", "polaron"):  # the layout main() writes, one frame held out per set
+        script.write_deepmd(frames[:2], tmp_path / "data/train" / name, script.TYPE_MAP)
+        script.write_deepmd(frames[2:], tmp_path / "data/valid" / name, script.TYPE_MAP)
+    times = {}
+    final = script.train(tmp_path, "train_polaron", ["broad", "polaron"], 2, 0, times, start_from=STARTER)
+    assert final == tmp_path / "train_polaron" / "model.ckpt-2.pt" and final.is_file()
+    config = json.loads((tmp_path / "train_polaron" / "input.json").read_text())
+    assert {Path(p).parent.name for p in config["training"]["training_data"]["systems"]} == {"broad", "polaron"}
+    assert model_params(final)["descriptor"]["type"] == "dpa2" and times["train_polaron"] > 0
+    # started from the checkpoint's weights (2 steps move them little), not from a fresh initialisation
+    import torch
+
+    start = torch.load(STARTER, map_location="cpu", weights_only=True)["model"]
+    trained = torch.load(final, map_location="cpu", weights_only=True)["model"]
+    key = next(k for k in start if "descriptor" in k and k.endswith("matrix"))
+    change = torch.linalg.norm(trained[key] - start[key]) / torch.linalg.norm(start[key])
+    assert change < 0.05, (key, float(change))
+    # rerun: the finished phase is not trained again
+    mtime = final.stat().st_mtime
+    assert script.train(tmp_path, "train_polaron", ["broad", "polaron"], 2, 0, times, start_from=STARTER) == final
+    assert final.stat().st_mtime == mtime
+    metrics = script.test_model(tmp_path, final)
+    assert metrics["frames"] == 2 and set(metrics["per_set"]) == {"broad", "polaron"}
+    assert metrics["per_set"]["polaron"]["frames"] == 1 and metrics["force_rmse_ev_per_a"] > 0
