@@ -1,6 +1,6 @@
 """``train --dry-run``: the plan of one iteration, counted by hand, and no trace on disk.
 
-Hand-computed config (HAND): the demo's 4 explore structures (1x2x1 x = 0.5 random: 56 - 4 Li = 52
+Hand-computed config (HAND), its structures pinned here: 4 explore structures (1x2x1 x = 0.5 random: 56 - 4 Li = 52
 atoms; 1x1x2 planes_c: 52; 1x2x1 x = 0.25: 56 - 6 = 50; 1x1x2 interface_c: 52) x 2 temperatures
 = 8 MD tasks of 40 steps, recording the start and every 10th step = 5 frames; 3 members x 50 steps;
 labels: (4 explore + 2 end-member structures) x 2 = 12 initial, 3 test structures x 2 = 6 test
@@ -21,6 +21,10 @@ from lfpo_al.loop.dry_run import (
 )
 
 HAND = [
+    "explore.structures=[{x: 0.5, li_order: random, seed: 0, supercell: [1, 2, 1]},"
+    "{x: 0.5, li_order: planes_c, supercell: [1, 1, 2]}, {x: 0.25, li_order: random, seed: 1, supercell: [1, 2, 1]},"
+    "{x: 0.5, li_order: interface_c, supercell: [1, 1, 2]}]",
+    "loop.init_structures=[{x: 1.0, supercell: [1, 1, 1]}, {x: 0.0, supercell: [1, 1, 1]}]",
     "explore.temperatures=[300,600]", "explore.n_steps=40", "explore.record_every=10",
     "model.n_members=3", "model.numb_steps=50",
     "loop.init_frames_per_structure=2", "validate.frames_per_structure=2",

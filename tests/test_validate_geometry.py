@@ -51,3 +51,37 @@ def test_reference_follows_teacher_cost():
     assert ValidateSettings(polaron_reference="teacher_relaxed").reference_for(9.0) == "teacher_relaxed"
     with pytest.raises(UserError, match="polaron_reference"):
         ValidateSettings(polaron_reference="dft")
+
+
+def test_test_frames_follow_teacher_cost_and_bad_values_are_refused():
+    assert ValidateSettings(test_frames="auto").test_frames_for(0.0085) == "teacher_md"
+    assert ValidateSettings(test_frames="auto").test_frames_for(9.0) == "perturbed"
+    assert ValidateSettings(test_frames="auto").test_frames_for(None) == "perturbed"
+    assert ValidateSettings(test_frames="teacher_md").test_frames_for(9.0) == "teacher_md"
+    with pytest.raises(UserError, match="validate.test_frames"):
+        ValidateSettings(test_frames="aimd")
+    with pytest.raises(UserError, match="validate.test_md_interval_steps"):
+        ValidateSettings(test_md_interval_steps=0)
+
+
+def test_teacher_md_test_frames_start_built_then_follow_the_teachers_md(load_system):
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from lfpo_al.loop.data import teacher_md_frames
+
+    system = load_system("lfpo")
+    specs = [BuildSpec(x=0.5, li_order="random", seed=3, supercell=(1, 1, 1)), BuildSpec(x=1.0, supercell=(1, 1, 1))]
+    calc = CHGNetCalculator(use_device="cpu")
+    frames = teacher_md_frames(system, specs, 3, calc, 600.0, 5, seed=0)
+    assert len(frames) == 6
+    for j, spec in enumerate(specs):
+        built = build_structure(system, spec)
+        start, *snaps = frames[3 * j: 3 * j + 3]
+        assert np.allclose(start.positions, built.positions)  # the unperturbed start comes first
+        assert [s.info["md_step"] for s in snaps] == [5, 10]
+        for snap in snaps:
+            assert snap.calc is None and "momenta" not in snap.arrays
+            assert np.array_equal(snap.arrays["valence"], built.arrays["valence"])  # intended valence kept
+            moved = np.linalg.norm(snap.positions - built.positions, axis=1)
+            assert 0.005 < moved.mean() < 0.3  # thermal motion, not a rattle of every atom by the same law
+        assert not np.allclose(snaps[0].positions, snaps[1].positions)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from lfpo_al.config import to_plain
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
-from lfpo_al.loop.data import perturbed_frames
+from lfpo_al.loop.data import perturbed_frames, teacher_md_frames
 from lfpo_al.loop.iteration import RunData, run_iteration, run_step
 from lfpo_al.loop.report import print_summary
 from lfpo_al.loop.state import SETUP, RunState
@@ -41,7 +41,13 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
 
     def test_set():
         specs = build_specs(comp.validate.test_structures, comp.build_defaults)
-        frames = perturbed_frames(comp.system, specs, comp.validate.frames_per_structure, comp.validate.rattle_ang, seed=2)
+        settings = comp.validate
+        test_frames = settings.test_frames_for(comp.labeler.core_seconds_per_atom)
+        if test_frames == "teacher_md":
+            frames = teacher_md_frames(comp.system, specs, settings.frames_per_structure, comp.labeler.ase_calculator(),
+                                       settings.test_md_temperature_k, settings.test_md_interval_steps, seed=2)
+        else:
+            frames = perturbed_frames(comp.system, specs, settings.frames_per_structure, settings.rattle_ang, seed=2)
         report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
         starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
         ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
@@ -56,7 +62,7 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
             frame.info["family"] = start.info["family"]
         ase.io.write(data_dir / "teacher_relaxed.extxyz", refs, format="extxyz")
         return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts),
-                "polaron_reference": reference}
+                "polaron_reference": reference, "test_frames": test_frames}
 
     run_step(state, SETUP, "init_data", init_data, tracker)
     run_step(state, SETUP, "test_set", test_set, tracker)

@@ -19,10 +19,10 @@ class EnsembleSettings:
     that share the pretrained fitting net barely disagree); ``reinit_fitting_except_first`` does so for
     every member but member 0, which keeps the pretrained fitting net: member 0 drives the MD, is the
     one validated and relaxes the polarons, and a fresh fitting net trained on a few frames forgets what
-    the pretrained one knew (demo test set: force RMSE 0.47 kept vs 0.53 eV/A re-initialised, energy
-    21 vs 30 meV/atom, 200 steps on the same 12 frames), while the others still make the ensemble
-    disagree; ``keep_fitting`` keeps it for all. ``bootstrap_fraction`` < 1 trains each member on its
-    own random subset of the frames.
+    the pretrained one knew (demo test set, phase-1 starter: force RMSE 0.47 kept vs 0.53 eV/A
+    re-initialised, energy 21 vs 30 meV/atom, 200 steps on the same 12 frames), while the others still
+    make the ensemble disagree; ``keep_fitting`` keeps it for all. ``bootstrap_fraction`` < 1 trains each
+    member on its own random subset of the frames.
     ``from_pretrained_each_iteration``: every iteration fine-tunes afresh from the pretrained model on
     all frames so far (default). Continuing from the previous iteration's members on a few hundred
     frames drifts away from what the pretrained model knew (demo: test force RMSE 0.53 -> 0.60 eV/A and

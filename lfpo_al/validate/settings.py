@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from lfpo_al.errors import UserError
 
 POLARON_REFERENCES = ("auto", "teacher_relaxed", "teacher_moments")
+TEST_FRAME_KINDS = ("auto", "perturbed", "teacher_md")
 CHEAP_TEACHER_S_PER_ATOM = 0.1   # CHGNet: 0.0085; GPAW PBE+U: ~9 (core-s per atom and label)
 
 
@@ -21,6 +22,11 @@ class ValidateSettings:
     so with no bond-length reference; ``auto`` relaxes with the teacher when its measured
     ``label.core_seconds_per_atom`` is at most ``CHEAP_TEACHER_S_PER_ATOM``.
 
+    ``test_frames``: per test structure, the built cell and then ``perturbed`` copies (rattled by
+    ``rattle_ang``, strained) or ``teacher_md`` snapshots (the teacher's Langevin MD at
+    ``test_md_temperature_k``, ``test_md_interval_steps`` apart: thermal frames like those the loop
+    explores; needs an in-process teacher); ``auto`` takes teacher MD for a cheap teacher, as above.
+
     The loop has converged when the accurate ratio, the force RMSE and the valence agreement all meet
     their targets.
     """
@@ -31,6 +37,9 @@ class ValidateSettings:
     relax_fmax: float = 0.05
     relax_steps: int = 200
     polaron_reference: str = "auto"
+    test_frames: str = "perturbed"
+    test_md_temperature_k: float = 600.0
+    test_md_interval_steps: int = 20
     target_accurate_ratio: float = 0.9
     target_force_rmse: float = 0.15
     target_valence_agreement: float = 0.95
@@ -42,7 +51,19 @@ class ValidateSettings:
         cheap = teacher_core_seconds_per_atom is not None and teacher_core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
         return "teacher_relaxed" if cheap else "teacher_moments"
 
+    def test_frames_for(self, teacher_core_seconds_per_atom: float | None) -> str:
+        """How the test frames are made for this teacher (``auto`` resolved)."""
+        if self.test_frames != "auto":
+            return self.test_frames
+        cheap = teacher_core_seconds_per_atom is not None and teacher_core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
+        return "teacher_md" if cheap else "perturbed"
+
     def __post_init__(self) -> None:
+        if self.test_frames not in TEST_FRAME_KINDS:
+            raise UserError(f"validate.test_frames={self.test_frames!r} is unknown; choose one of {', '.join(TEST_FRAME_KINDS)}")
+        if self.test_md_interval_steps < 1 or self.test_md_temperature_k <= 0:
+            raise UserError(f"validate.test_md_interval_steps={self.test_md_interval_steps} and validate.test_md_temperature_k="
+                            f"{self.test_md_temperature_k} must be positive")
         if self.polaron_reference not in POLARON_REFERENCES:
             raise UserError(f"validate.polaron_reference={self.polaron_reference!r} is unknown; "
                             f"choose one of {', '.join(POLARON_REFERENCES)}")
