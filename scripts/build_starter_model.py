@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # starter_frames, also
 from starter_frames import (SYSTEMS, frame_counts, generate_frames, label_frames, load_system, log,  # noqa: E402
                             polaron_md_frames, split_valid, write_deepmd)
 
+from lfpo_al.loop.data import deepmd_systems  # noqa: E402
 from lfpo_al.train.ensemble import dp_executable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,10 +123,6 @@ def finetune_input(data_dirs: list[Path], type_map: list[str], steps: int, seed:
     }
 
 
-def systems_under(*folders: Path) -> list[Path]:
-    return sorted(p.parent for folder in folders for p in folder.rglob("type.raw"))
-
-
 def train(work: Path, phase: str, data: list[str], steps: int, seed: int, times: dict,
           start_from: Path | None = None) -> Path:
     """Train one phase (``start_from``: a checkpoint to train on, via --finetune --use-pretrain-script),
@@ -136,8 +133,8 @@ def train(work: Path, phase: str, data: list[str], steps: int, seed: int, times:
     if final.exists():
         log(f"{phase}: {final.name} exists, skipping")
         return final
-    config = train_input(systems_under(*(work / "data/train" / d for d in data)),
-                         systems_under(*(work / "data/valid" / d for d in data)), steps, seed, phase)
+    config = train_input([s for d in data for s in deepmd_systems(work / "data/train" / d)],
+                         [s for d in data for s in deepmd_systems(work / "data/valid" / d)], steps, seed, phase)
     (train_dir / "input.json").write_text(json.dumps(config, indent=2))
     args = ["train", "input.json"]
     if (train_dir / "checkpoint").exists():  # interrupted earlier: continue from the last checkpoint

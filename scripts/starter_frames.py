@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
+
+from lfpo_al.loop.data import langevin_snapshots
 
 SYSTEMS = ("lfpo", "lmpo", "lcpo", "lnpo")
 XS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -65,20 +67,7 @@ def rattled(atoms: Atoms, rng: np.random.Generator, sigma: float) -> Atoms:
 def md_snapshots(atoms: Atoms, calc, rng: np.random.Generator, temperature_k: float = 600.0,
                  steps: int = 100, every: int = 10) -> list[Atoms]:
     """Snapshots of a short CHGNet Langevin NVT run (1 fs steps) from a built cell."""
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-    work = atoms.copy()
-    work.calc = calc
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature_k, rng=rng)
-    dyn = Langevin(work, 1.0 * units.fs, temperature_K=temperature_k, friction=0.02 / units.fs, rng=rng)
-    snaps = []
-    for _ in range(steps // every):
-        dyn.run(every)
-        snap = work.copy()
-        snap.calc = None
-        snaps.append(snap)
-    return snaps
+    return langevin_snapshots(atoms, calc, rng, temperature_k, steps // every, every)
 
 
 def generate_frames(seed: int) -> list[Atoms]:

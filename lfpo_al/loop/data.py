@@ -30,31 +30,42 @@ def perturbed_frames(
     return frames
 
 
+def langevin_snapshots(atoms: Atoms, calc, rng: np.random.Generator, temperature_k: float, n_snapshots: int,
+                       interval_steps: int) -> list[Atoms]:
+    """Copies (no calculator) every ``interval_steps`` of a Langevin NVT run (1 fs) of ``calc`` from ``atoms``."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    work = atoms.copy()
+    work.calc = calc
+    MaxwellBoltzmannDistribution(work, temperature_K=temperature_k, rng=rng)
+    dyn = Langevin(work, 1.0 * units.fs, temperature_K=temperature_k, friction=0.02 / units.fs, rng=rng)
+    snaps = []
+    for _ in range(n_snapshots):
+        dyn.run(interval_steps)
+        snap = work.copy()
+        snap.calc = None
+        snaps.append(snap)
+    return snaps
+
+
 def teacher_md_frames(
     system: OlivineSystem, specs: list[BuildSpec], n_per_structure: int, calc, temperature_k: float,
     interval_steps: int, seed: int
 ) -> list[Atoms]:
     """Per structure: the built cell, then snapshots ``interval_steps`` apart of the teacher's own
-    Langevin MD (1 fs) from it: thermal frames, as the loop's MD visits them, in the teacher's basin."""
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
+    Langevin MD from it: thermal frames, as the loop's MD visits them, in the teacher's basin."""
     rng = np.random.default_rng(seed)
     frames = []
     for spec in specs:
         built = build_structure(system, spec)
         built.info["family"] = f"x{spec.x:.2f}-{spec.li_order}"
         frames.append(built.copy())
-        work = built.copy()
-        work.calc = calc
-        MaxwellBoltzmannDistribution(work, temperature_K=temperature_k, rng=rng)
-        dyn = Langevin(work, 1.0 * units.fs, temperature_K=temperature_k, friction=0.02 / units.fs, rng=rng)
-        for i in range(1, n_per_structure):
-            dyn.run(interval_steps)
-            snap = Atoms(work.get_chemical_symbols(), positions=work.positions, cell=work.cell, pbc=True)
-            snap.arrays.update({k: v.copy() for k, v in built.arrays.items() if k not in ("numbers", "positions")})
-            snap.info.update(built.info, md_step=i * interval_steps, md_temperature_k=temperature_k)
+        snaps = langevin_snapshots(built, calc, rng, temperature_k, n_per_structure - 1, interval_steps)
+        for i, snap in enumerate(snaps, start=1):
+            del snap.arrays["momenta"]  # a test frame is a configuration; labels need no velocities
+            snap.info.update(md_step=i * interval_steps, md_temperature_k=temperature_k)
             frames.append(snap)
     return frames
 

@@ -11,6 +11,11 @@ TEST_FRAME_KINDS = ("auto", "perturbed", "teacher_md")
 CHEAP_TEACHER_S_PER_ATOM = 0.1   # CHGNet: 0.0085; GPAW PBE+U: ~9 (core-s per atom and label)
 
 
+def is_cheap_teacher(core_seconds_per_atom: float | None) -> bool:
+    """A teacher measured at most ``CHEAP_TEACHER_S_PER_ATOM`` (unknown cost counts as expensive)."""
+    return core_seconds_per_atom is not None and core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
+
+
 @dataclass
 class ValidateSettings:
     """Test set frozen at the start, split by composition; geometry check by relaxing its polarons.
@@ -48,15 +53,13 @@ class ValidateSettings:
         """The polaron reference this teacher gets (``auto`` resolved)."""
         if self.polaron_reference != "auto":
             return self.polaron_reference
-        cheap = teacher_core_seconds_per_atom is not None and teacher_core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
-        return "teacher_relaxed" if cheap else "teacher_moments"
+        return "teacher_relaxed" if is_cheap_teacher(teacher_core_seconds_per_atom) else "teacher_moments"
 
     def test_frames_for(self, teacher_core_seconds_per_atom: float | None) -> str:
         """How the test frames are made for this teacher (``auto`` resolved)."""
         if self.test_frames != "auto":
             return self.test_frames
-        cheap = teacher_core_seconds_per_atom is not None and teacher_core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
-        return "teacher_md" if cheap else "perturbed"
+        return "teacher_md" if is_cheap_teacher(teacher_core_seconds_per_atom) else "perturbed"
 
     def __post_init__(self) -> None:
         if self.test_frames not in TEST_FRAME_KINDS:
