@@ -54,6 +54,11 @@ class CrashingLabeler(ChgnetLabeler):
         return f"{sys.executable} -c 'import sys; sys.exit(\"teacher ran out of memory\")'"
 
 
+@dataclasses.dataclass
+class OneAtATimeLabeler(ChgnetLabeler):
+    supports_batch = False
+
+
 def tiny_frame(system, seed):
     return build_structure(system, BuildSpec(supercell=[1, 1, 1], x=0.5, seed=seed))
 
@@ -171,6 +176,19 @@ def reuse(labeled_run, tmp_path):
     return copy
 
 
+def test_one_process_labels_a_whole_batch_job(labeled_run):
+    """The default CHGNet labeler batches: the round's one job loads the model once, labels each task once."""
+    work_dir, report = labeled_run["work_dir"], labeled_run["report"]
+    assert labeled_run["labeler"].batch_size > 1
+    logs = "".join(p.read_text() for p in work_dir.glob("task.*/task.log"))
+    assert logs.count("model load") == 1
+    labeled = [t.parent.name for t in work_dir.glob(f"task.*/{LABELED_FILE}")]
+    assert len(labeled) == report.n_labeled
+    assert all(logs.count(f"{name}: labeled ") == 1 for name in labeled)
+    garbage = next(item for item in report.failed if "XYZError" in item["reason"] or "extxyz" in item["reason"].lower())
+    assert garbage  # a mate's bad frame is that task's failure, not the job's
+
+
 def test_rerun_skips_finished_tasks(labeled_run, parts, tmp_path):
     system, machine, _ = parts
     work_dir = reuse(labeled_run, tmp_path)
@@ -235,6 +253,10 @@ def test_bad_input_is_refused_in_one_line(parts, tmp_path):
         ChgnetLabeler(mismatch_policy="relabel")
     with pytest.raises(UserError, match="label.mismatch_policy='sometimes' is unknown"):
         ChgnetLabeler(mismatch_policy="sometimes")
+    with pytest.raises(UserError, match="label.batch_size=0 must be a positive integer"):
+        ChgnetLabeler(batch_size=0)
+    with pytest.raises(UserError, match="label.batch_size=4: OneAtATimeLabeler labels one task per process; use 1"):
+        OneAtATimeLabeler(batch_size=4)
     with exclusive(tmp_path), pytest.raises(UserError, match="is being labeled by another process"):
         label_frames([tiny_frame(system, 0)], labeler, machine, tmp_path, system, progress=False)
 
@@ -259,6 +281,15 @@ def test_rounds_spread_tasks_over_the_cores():
                                 resources={**machine.resources, "group_size": 1})
     assert plan_round(tasks, slurm) == (tasks, 1)
     assert plan_round(tasks, dataclasses.replace(slurm, resources={**slurm.resources, "group_size": 0})) == (tasks, 40)
+    # a batching labeler: rounds of one job, on any machine (dpdispatcher would shuffle tasks over jobs)
+    assert plan_round(tasks, machine, batch_size=12) == (tasks[:12], 12)
+    assert plan_round(tasks[:5], slurm, batch_size=12) == (tasks[:5], 5)
+
+
+def test_batch_command_names_the_job_mates():
+    labeler = ChgnetLabeler(batch_size=8)
+    assert labeler.job_command(["task.000000", "task.000001"]).endswith("--batch task.000000 task.000001")
+    assert ChgnetLabeler(batch_size=1).job_command(["task.000000"]) == labeler.command()
 
 
 def test_valence_from_moments_uses_nearest_expected_moment():
@@ -276,16 +307,17 @@ from lfpo_al.dispatch import MachineSettings
 from lfpo_al.label.driver import label_frames
 from lfpo_al.structures import BuildSpec, build_structure
 
-cfg = compose_config(["machine.resources.group_size=2"])  # rounds of 2 jobs x 2 tasks: results land mid-run
+# rounds of 2 jobs x 2 tasks (one process per task), or of one job of 3 tasks (batch): results land mid-run
+cfg = compose_config(["machine.resources.group_size=2", f"label.batch_size={sys.argv[2]}"])
 system = instantiate_group(cfg, "system")
 frames = [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=0.5, seed=seed)) for seed in range(8)]
 label_frames(frames, instantiate_group(cfg, "label"), instantiate_group(cfg, "machine"), sys.argv[1], system, progress=False)
 """
 
 
-def start_labeling(script: Path, work_dir: Path) -> subprocess.Popen:
+def start_labeling(script: Path, work_dir: Path, batch_size: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(script), str(work_dir)], cwd=script.parent, env=env,
+    return subprocess.Popen([sys.executable, str(script), str(work_dir), str(batch_size)], cwd=script.parent, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
@@ -312,16 +344,18 @@ def pids_alive(pids: list[int]) -> list[int]:
     return alive
 
 
-@pytest.mark.parametrize("kill", ["process_group", pytest.param("driver_only", marks=pytest.mark.slow)])
-def test_killed_run_resumes_without_redoing_tasks(tmp_path, kill):
+@pytest.mark.parametrize("kill, batch_size", [
+    ("process_group", 1), ("process_group", 3), pytest.param("driver_only", 1, marks=pytest.mark.slow)])
+def test_killed_run_resumes_without_redoing_tasks(tmp_path, kill, batch_size):
     """Kill a run once some results are home and others finished remotely only; rerun; nothing is redone.
 
     ``process_group`` kills the driver and the Shell jobs it launched (they share its process group);
-    ``driver_only`` leaves the jobs running into the rerun, as after a lost login shell.
+    ``driver_only`` leaves the jobs running into the rerun, as after a lost login shell. With
+    ``batch_size`` 3 one process labels a whole job's tasks.
     """
     script, work_dir = tmp_path / "label.py", tmp_path / "03.label"
     script.write_text(KILL_SCRIPT)
-    proc = start_labeling(script, work_dir)
+    proc = start_labeling(script, work_dir, batch_size)
     deadline = time.time() + 240
     while not (list(work_dir.glob(f"task.*/{LABELED_FILE}")) and finished_remotely_only(work_dir)):
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
@@ -344,7 +378,7 @@ def test_killed_run_resumes_without_redoing_tasks(tmp_path, kill):
               for d in finished_remotely_only(work_dir)}
     assert home and remote and not set(home) & set(remote)
 
-    rerun = start_labeling(script, work_dir)
+    rerun = start_labeling(script, work_dir, batch_size)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()[-3000:]
 
@@ -355,7 +389,10 @@ def test_killed_run_resumes_without_redoing_tasks(tmp_path, kill):
         assert fingerprint(work_dir / task / LABELED_FILE) == before, task
     for task, digest in remote.items():  # results finished remotely came home as they were: not recomputed
         assert hashlib.sha1((work_dir / task / LABELED_FILE).read_bytes()).hexdigest() == digest, task
-    for task_dir in work_dir.glob("task.*"):  # every task ran to the end exactly once
-        assert (task_dir / "task.log").read_text().count("labeled 26 atoms") == 1, task_dir.name
+    logs = "".join((task_dir / "task.log").read_text() for task_dir in work_dir.glob("task.*"))
+    for task_dir in work_dir.glob("task.*"):  # every task was labeled exactly once, by its own or a job mate's process
+        assert logs.count(f"{task_dir.name}: labeled 26 atoms") == 1, task_dir.name
+    if batch_size > 1:  # rounds of 3, 3 and 2 tasks; the kill came after a round's lead had ended
+        assert logs.count("model load") == 3, "each batch job should load CHGNet once"
     assert dpdata.MultiSystems().from_deepmd_npy(str(work_dir / "data")).get_nframes() == 8
     assert pids_alive(job_pids) == []

@@ -22,12 +22,14 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ase import Atoms
 
 from lfpo_al.errors import UserError
-from lfpo_al.structures.system import OlivineSystem
+
+if TYPE_CHECKING:  # the task commands import this module; they need no structure builder
+    from lfpo_al.structures.system import OlivineSystem
 
 MISMATCH_POLICIES = ("keep", "drop", "relabel")
 FAILED_FILE = "failed.json"
@@ -51,6 +53,10 @@ class Labeler(ABC):
         ``cpu_per_node // cores_per_task`` jobs at once.
     core_seconds_per_atom: measured teacher cost per atom used for estimates (``train --dry-run``);
         None when not measured.
+    batch_size: up to this many tasks share one job, and the job's first task labels them all in
+        one process (the teacher loaded once); the others then find their folders decided. For
+        teachers whose start-up outweighs one label (CHGNet: ~5 s against ~0.4 s); needs
+        ``supports_batch``. 1: one process per task.
     """
 
     magmom_tolerance: float = 0.5
@@ -60,8 +66,10 @@ class Labeler(ABC):
     cores_per_task: int = 1
     expected_magmom: dict | None = None
     core_seconds_per_atom: float | None = None
+    batch_size: int = 1
 
     supports_relabel: ClassVar[bool] = False
+    supports_batch: ClassVar[bool] = False  # job_command labels the job's other tasks too
 
     def __post_init__(self) -> None:
         if self.mismatch_policy not in MISMATCH_POLICIES:
@@ -83,6 +91,11 @@ class Labeler(ABC):
             if not isinstance(self.core_seconds_per_atom, (int, float)) or not self.core_seconds_per_atom > 0:
                 raise UserError(f"label.core_seconds_per_atom={self.core_seconds_per_atom!r} must be a positive number, or null when unknown")
             self.core_seconds_per_atom = float(self.core_seconds_per_atom)
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise UserError(f"label.batch_size={self.batch_size} must be a positive integer")
+        if self.batch_size > 1 and not self.supports_batch:
+            raise UserError(f"label.batch_size={self.batch_size}: {type(self).__name__} labels one task per process; use 1")
+        self.batch_size = int(self.batch_size)
         self.max_attempts = int(self.max_attempts)
         self.cores_per_task = int(self.cores_per_task)
         try:
@@ -132,6 +145,14 @@ class Labeler(ABC):
     @abstractmethod
     def command(self) -> str:
         """Shell command run inside a task folder; exits 0 once the task is decided."""
+
+    def job_command(self, job_tasks: list[str]) -> str:
+        """The command of a task in a job of ``job_tasks`` (folder names, siblings of the task's folder).
+
+        A batching labeler (``batch_size > 1``) labels its own folder and then every undecided one of
+        ``job_tasks``, one after another in one process; the others run ``command()`` alone.
+        """
+        return self.command()
 
     @abstractmethod
     def is_finished(self, task_dir: Path) -> bool:

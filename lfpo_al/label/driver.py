@@ -11,6 +11,8 @@ still undecided, so a run killed mid-round resubmits the identical submission an
 recovers it: jobs still running are awaited, tasks that already finished remotely
 (``*_task_tag_finished``) are not rerun.
 Queueing machines (Slurm) take all undecided tasks in one round, ``group_size`` tasks per job.
+A batching labeler (``label.batch_size > 1``, CHGNet) gets rounds of a single job instead, whose
+first task labels the whole round in one process.
 """
 
 from __future__ import annotations
@@ -154,12 +156,13 @@ def _dispatch_until_decided(
         while pending:
             bar.n = len(tasks) - len(pending)
             bar.refresh()
-            batch, per_job = plan_round(pending, machine, labeler.cores_per_task)
+            batch, per_job = plan_round(pending, machine, labeler.cores_per_task, labeler.batch_size)
             # the round fixes group_size itself: the submission, hence its recovery hash, follows from `batch` alone
             resources = {**machine.resources, "group_size": per_job}
             settings = dataclasses.replace(machine, resources=resources, parallel_jobs=None)
+            job_tasks = [t.name for t in batch] if labeler.batch_size > 1 else []  # a batch round is one job
             specs = [
-                TaskSpec(task_dir=t.name, command=task_command(labeler, t.attempts_done() + 1),
+                TaskSpec(task_dir=t.name, command=task_command(labeler, t.attempts_done() + 1, job_tasks),
                          forward_files=list(labeler.forward_files), backward_files=backward_patterns())
                 for t in batch
             ]
@@ -215,13 +218,20 @@ def _watch_round(bar: tqdm, batch: list[Task], machine: MachineSettings, work_di
         watcher.join()
 
 
-def plan_round(pending: list[Task], machine: MachineSettings, cores_per_task: int = 1) -> tuple[list[Task], int]:
+def plan_round(
+    pending: list[Task], machine: MachineSettings, cores_per_task: int = 1, batch_size: int = 1
+) -> tuple[list[Task], int]:
     """The tasks of the next round and how many share one job (dpdispatcher's ``group_size``).
 
     Shell (or any machine with ``parallel_jobs``): that many jobs at once (by default one per
     ``cores_per_task`` cores of ``cpu_per_node``), tasks spread evenly, at most ``group_size`` per job.
     Queues take everything at once, ``group_size`` tasks per job (0: all in one job, as in dpdispatcher).
+    A batching labeler (``batch_size > 1``) gets rounds of one job of up to ``batch_size`` tasks on any
+    machine: dpdispatcher shuffles tasks into jobs, so only a one-job round tells each task its job mates.
     """
+    if batch_size > 1:
+        batch = pending[:batch_size]
+        return batch, len(batch)
     configured = int(machine.resources.get("group_size") or 0)  # 0: no bound, as in dpdispatcher
     parallel_jobs = getattr(machine, "parallel_jobs", None)
     if machine.machine.get("batch_type") == "Shell" or parallel_jobs:
@@ -235,23 +245,24 @@ def plan_round(pending: list[Task], machine: MachineSettings, cores_per_task: in
     return list(pending), configured or max(1, len(pending))
 
 
-def task_command(labeler: Labeler, attempt: int) -> str:
+def task_command(labeler: Labeler, attempt: int, job_tasks: list[str] = ()) -> str:
     """The labeler's command wrapped for dispatch.
 
     dpdispatcher (and ``run_tasks``) need every backward path to exist, but a task leaves either its
-    result or ``failed.json``: the wrapper moves whichever outputs exist into ``outputs/``, which
-    always exists, and the driver unpacks it. ``exit_code`` tells a crash from a decided task; the
+    result or ``failed.json``: the wrapper links whichever outputs exist into ``outputs/``, which
+    always exists, and the driver unpacks it. Linked, not moved: the folder keeps its decision for
+    a batching job mate that checks it later. ``exit_code`` tells a crash from a decided task; the
     wrapper itself exits 0 so that dpdispatcher never retries on its own, and skips a command that
     already exited 0 here (a job resubmitted after a kill reruns every task it had not tagged).
     ``LFPO_AL_ATTEMPT`` makes each attempt a new submission, so a retry never recovers the record of
-    the attempt that failed.
+    the attempt that failed. ``job_tasks``: the task folders of the job, for a batching labeler.
     """
     outputs = " ".join(shlex.quote(name) for name in labeler.backward_files)
     script = (
         f'if [ "$(cat {EXIT_CODE_FILE} 2>/dev/null)" != 0 ]; then '
-        f"export LFPO_AL_ATTEMPT={attempt}; {labeler.command()}; echo $? > {EXIT_CODE_FILE}; fi; "
+        f"export LFPO_AL_ATTEMPT={attempt}; {labeler.job_command(list(job_tasks))}; echo $? > {EXIT_CODE_FILE}; fi; "
         f"mkdir -p {OUTPUTS_DIR}; "
-        f'for f in {outputs}; do if [ -e "$f" ]; then mv -f "$f" {OUTPUTS_DIR}/; fi; done'
+        f'for f in {outputs}; do if [ -e "$f" ]; then ln -f "$f" {OUTPUTS_DIR}/ 2>/dev/null || cp -pf "$f" {OUTPUTS_DIR}/; fi; done'
     )
     return f"bash -c {shlex.quote(script)}"
 

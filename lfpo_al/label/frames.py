@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -19,6 +18,8 @@ def read_labeled(path: Path) -> Atoms:
     ASE's extxyz reader files any ``magmoms`` column under the calculator; keeping it out of the
     calculator lets the frame be written again without a duplicate column.
     """
+    import ase.io  # here, not at the top: task commands that find their folder decided never need it
+
     atoms = ase.io.read(path, format="extxyz")
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
     missing = {"energy", "forces", "stress", "magmoms"} - set(results)
@@ -30,6 +31,8 @@ def read_labeled(path: Path) -> Atoms:
 
 def write_labeled(atoms: Atoms, path: Path) -> None:
     """Write via a hidden partial file and rename, so a killed task never leaves half a result."""
+    import ase.io
+
     results = dict(atoms.calc.results)
     out = atoms.copy()
     magmoms = out.arrays.pop("magmoms")

@@ -136,14 +136,15 @@ def label_jobs(machine, labeler, n_tasks: int) -> int:
     """Jobs at once in the label driver's first round (the driver's own ``plan_round``)."""
     if not n_tasks:
         return 0
-    batch, per_job = plan_round(list(range(n_tasks)), machine, labeler.cores_per_task)
+    batch, per_job = plan_round(list(range(n_tasks)), machine, labeler.cores_per_task, labeler.batch_size)
     return math.ceil(len(batch) / per_job)
 
 
 def label_stage(name: str, what: str, atoms: list[int], comp: Components, at_most: bool = False) -> Stage:
     labeler = comp.labeler
     cost = labeler.core_seconds_per_atom
-    core_s = None if cost is None else cost * sum(atoms) + LABEL_TASK_STARTUP_S * labeler.cores_per_task * len(atoms)
+    startups = math.ceil(len(atoms) / labeler.batch_size)  # a batching labeler starts once per job
+    core_s = None if cost is None else cost * sum(atoms) + LABEL_TASK_STARTUP_S * labeler.cores_per_task * startups
     return Stage(name, len(atoms), what, core_s, LABEL_BYTES_PER_ATOM_FRAME * sum(atoms),
                  label_jobs(comp.machine, labeler, len(atoms)), labeler.cores_per_task, at_most)
 

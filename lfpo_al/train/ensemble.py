@@ -1,7 +1,7 @@
 """Fine-tune a pretrained DPA-2 into an ensemble of members with deepmd-kit (PyTorch backend).
 
 Each member is one dpdispatcher task folder ``member.%03d`` running ``dp --pt train --finetune`` and
-``dp --pt freeze``. Members that keep the pretrained fitting net and differ only in seed barely
+``dp --pt freeze`` (in one process: ``lfpo_al.train.member_task``). Members that keep the pretrained fitting net and differ only in seed barely
 disagree, so by default every member but member 0 re-initialises its fitting net with its own seed
 (``--model-branch RANDOM``) and each member may see its own bootstrap subset of the frames. Each
 iteration fine-tunes afresh from the pretrained model, or, with ``from_pretrained_each_iteration``
@@ -21,14 +21,13 @@ import dpdata
 import numpy as np
 
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
+from lfpo_al.train.member_task import CHECKPOINT, FROZEN
 from lfpo_al.train.pretrained import RANDOM_HEAD
 from lfpo_al.train.settings import EnsembleSettings
 
 log = logging.getLogger(__name__)
 
 MEMBER_DIR = "member.{:03d}"
-FROZEN = "model.pth"
-CHECKPOINT = "model.final.pt"
 
 
 @dataclass
@@ -95,13 +94,11 @@ def bootstrap_subset(systems: list[Path], fraction: float, rng: np.random.Genera
 
 
 def member_command(start_from: Path, branch: str | None) -> str:
-    dp = shlex.quote(dp_executable())
-    train = f"{dp} --pt train input.json --finetune {shlex.quote(str(Path(start_from).resolve()))} --use-pretrain-script"
+    command = (f"{shlex.quote(sys.executable)} -m lfpo_al.train.member_task "
+               f"--finetune {shlex.quote(str(Path(start_from).resolve()))}")
     if branch:
-        train += f" --model-branch {shlex.quote(branch)}"
-    freeze = f"{dp} --pt freeze -c . -o {FROZEN}"  # the fine-tuned model is single-task: no --head
-    # the checkpoint symlink is resolved so that it comes back as a file
-    return f"{train} > train.log 2>&1 && {freeze} >> train.log 2>&1 && cp -L model.ckpt.pt {CHECKPOINT}"
+        command += f" --model-branch {shlex.quote(branch)}"
+    return f"{command} > train.log 2>&1"
 
 
 def train_ensemble(
