@@ -7,6 +7,8 @@ import dpdata
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
+from deepmd.infer import DeepPot
+from deepmd.infer.model_devi import calc_model_devi
 
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.explore.settings import ExploreSettings
@@ -106,6 +108,11 @@ def test_explore_writes_frames_and_deviation(members, machine, load_system, tmp_
     assert len(frames) == 5 and devi.shape == (5, 8)
     np.testing.assert_array_equal(devi[:, 0], [0, 5, 10, 15, 20])
     assert np.all(devi[:, 4] > 0) and np.all(devi[:, 4] >= devi[:, 6])
+    # member 0's MD forces stand in for its rescoring: the rows equal deepmd's own deviation of every member
+    models = [DeepPot(str(m.frozen)) for m in members]
+    atype = [load_system("lfpo").type_map.index(s) for s in frames[0].get_chemical_symbols()]
+    rescored = [calc_model_devi(f.positions.reshape(1, -1), f.cell.array.reshape(1, 9), atype, models)[0] for f in frames]
+    np.testing.assert_allclose(np.array(rescored)[:, 1:], devi[:, 1:], rtol=1e-4, atol=1e-5)
     assert set(np.unique(frames[-1].arrays["valence_geometry"])) <= {0, 2, 3}
     np.testing.assert_array_equal(frames[-1].arrays["valence"], frames[0].arrays["valence"])  # seeded pattern kept
     assert np.sum(frames[0].arrays["valence"] == 3) == 2

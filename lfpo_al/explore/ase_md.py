@@ -64,6 +64,22 @@ def stop_reason_of(frame: Atoms, row: np.ndarray, task: dict) -> str | None:
     return None
 
 
+class DrivingMember:
+    """Member 0 inside ``calc_model_devi``: the evaluation the MD already made at this very frame.
+
+    Rescoring the frame with member 0 would repeat the force call of the step that produced it
+    (one of ``n_members`` model calls per recorded frame).
+    """
+
+    def __init__(self, atoms: Atoms):
+        self.atoms = atoms
+
+    def eval(self, coords, cells, atom_types, **_):
+        self.atoms.get_forces()  # the calculator's cached results, computed only if the frame moved since
+        results = self.atoms.calc.results
+        return (np.array([[results["energy"]]]), results["forces"][None], results["virial"].reshape(1, 9))
+
+
 def run_md(task_dir: Path) -> dict:
     from deepmd.calculator import DP
     from deepmd.infer import DeepPot
@@ -73,7 +89,7 @@ def run_md(task_dir: Path) -> dict:
     system = OlivineSystem(**task["system"])
     atoms = ase.io.read(task_dir / "start.extxyz")
     atoms.calc = DP(model=task["models"][0])
-    members = [DeepPot(path) for path in task["models"]]
+    members = [DrivingMember(atoms)] + [DeepPot(path) for path in task["models"][1:]]
     atype = np.array([system.type_map.index(s) for s in atoms.get_chemical_symbols()])
     rng = np.random.default_rng(task["seed"])
     MaxwellBoltzmannDistribution(atoms, temperature_K=task["temperature"], rng=rng)

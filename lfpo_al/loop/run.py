@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ase.io
@@ -42,22 +44,25 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
     def test_set():
         specs = build_specs(comp.validate.test_structures, comp.build_defaults)
         settings = comp.validate
-        test_frames = settings.test_frames_for(comp.labeler.core_seconds_per_atom)
-        if test_frames == "teacher_md":
-            frames = teacher_md_frames(comp.system, specs, settings.frames_per_structure, comp.labeler.ase_calculator(),
-                                       settings.test_md_temperature_k, settings.test_md_interval_steps, seed=2)
-        else:
-            frames = perturbed_frames(comp.system, specs, settings.frames_per_structure, settings.rattle_ang, seed=2)
-        report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
         starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
         ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
-        reference = comp.validate.reference_for(comp.labeler.core_seconds_per_atom)
-        if reference == "teacher_relaxed":
-            calc = comp.labeler.ase_calculator()
-            refs = [relax_positions(a, calc, comp.validate.relax_fmax, comp.validate.relax_steps) for a in starts]
-        else:  # the first test frame of each structure is its unperturbed start, already labeled
-            refs = [moments_reference(start, data_dir / "test" / f"task.{j * comp.validate.frames_per_structure:06d}", comp)
-                    for j, start in enumerate(starts)]
+        reference = settings.reference_for(comp.labeler.core_seconds_per_atom)
+        # the teacher relaxes the polaron starts in a second process (a second core) meanwhile
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            relaxing = (pool.submit(teacher_relaxations, comp.labeler, starts, settings.relax_fmax, settings.relax_steps)
+                        if reference == "teacher_relaxed" else None)
+            test_frames = settings.test_frames_for(comp.labeler.core_seconds_per_atom)
+            if test_frames == "teacher_md":
+                frames = teacher_md_frames(comp.system, specs, settings.frames_per_structure, comp.labeler.ase_calculator(),
+                                           settings.test_md_temperature_k, settings.test_md_interval_steps, seed=2)
+            else:
+                frames = perturbed_frames(comp.system, specs, settings.frames_per_structure, settings.rattle_ang, seed=2)
+            report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
+            if relaxing is not None:
+                refs = relaxing.result()
+            else:  # the first test frame of each structure is its unperturbed start, already labeled
+                refs = [moments_reference(start, data_dir / "test" / f"task.{j * settings.frames_per_structure:06d}", comp)
+                        for j, start in enumerate(starts)]
         for start, frame in zip(starts, refs):
             frame.info["family"] = start.info["family"]
         ase.io.write(data_dir / "teacher_relaxed.extxyz", refs, format="extxyz")
@@ -74,6 +79,12 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
         teacher_relaxed=ase.io.read(data_dir / "teacher_relaxed.extxyz", index=":"),
     )
+
+
+def teacher_relaxations(labeler, starts: list, fmax: float, steps: int) -> list:
+    """The teacher's fixed-cell relaxation of each start (run in a worker process)."""
+    calc = labeler.ase_calculator()
+    return [relax_positions(a, calc, fmax, steps) for a in starts]
 
 
 def moments_reference(start, task_dir: Path, comp: Components):
