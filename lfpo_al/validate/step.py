@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ase.io
@@ -39,15 +41,44 @@ def validate_step(
     calibration_settings=None,
 ) -> dict:
     """Evaluate the ensemble; write ``metrics.json`` and plots in ``out_dir`` and return the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # member 0 relaxes the polaron starts in a second process (a second core) while the test set is scored
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        relaxing = pool.submit(model_relaxations, str(models[0]), polaron_starts, settings.relax_fmax, settings.relax_steps)
+        metrics = _score(models, test_dirs, new_label_dirs, calibration_settings, out_dir)
+        relaxed = relaxing.result()
+    ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
+    geometry = compare_geometry(relaxed, teacher_relaxed, system)
+    metrics.update({k: geometry[k] for k in ("valence_agreement", "mean_mo_bond_error_ang", "max_mo_bond_error_ang")})
+    metrics["geometry_by_structure"] = geometry["structures"]
+    relaxed_refs = [i for i, a in enumerate(teacher_relaxed) if TEACHER_VALENCE not in a.arrays]
+    if relaxed_refs:  # references from moments have no bonds to compare
+        bonds_model = np.concatenate([metal_valences(relaxed[i], system)[0] for i in relaxed_refs])
+        bonds_teacher = np.concatenate([metal_valences(teacher_relaxed[i], system)[0] for i in relaxed_refs])
+        bond_parity_plot(bonds_model, bonds_teacher, system.valence.bond_threshold, out_dir / "bond_parity.png")
+
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
+             metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
+    return metrics
+
+
+def model_relaxations(model: str, starts: list[Atoms], fmax: float, steps: int) -> list[Atoms]:
+    """Fixed-cell relaxations of ``starts`` with one frozen model (run in a worker process)."""
     from deepmd.calculator import DP
+
+    calc = DP(model=model)
+    return [relax_positions(a, calc, fmax, steps) for a in starts]
+
+
+def _score(models: list[Path], test_dirs: list[Path], new_label_dirs, calibration_settings, out_dir: Path) -> dict:
+    """Test-set errors (overall, per composition, per member), parity plot, deviation-error calibration."""
     from deepmd.infer import DeepPot
 
     from lfpo_al.selection.calibration import calibrate
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members = [DeepPot(str(m)) for m in models]
-
     test = predict(members, load_systems(test_dirs))
     metrics = error_table(test)
     metrics["force_rmse_per_member"] = [error_table(test, member=i)["force_rmse_ev_per_ang"] for i in range(len(members))]
@@ -66,19 +97,4 @@ def validate_step(
     metrics["calibration"] = calibration
     np.savetxt(out_dir / "deviation_vs_error.txt", np.column_stack([deviation, error]),
                header="max_devi_f(eV/A) max_force_error(eV/A); test frames first, then this iteration's labels")
-
-    relaxed = [relax_positions(a, DP(model=str(models[0])), settings.relax_fmax, settings.relax_steps) for a in polaron_starts]
-    ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
-    geometry = compare_geometry(relaxed, teacher_relaxed, system)
-    metrics.update({k: geometry[k] for k in ("valence_agreement", "mean_mo_bond_error_ang", "max_mo_bond_error_ang")})
-    metrics["geometry_by_structure"] = geometry["structures"]
-    relaxed_refs = [i for i, a in enumerate(teacher_relaxed) if TEACHER_VALENCE not in a.arrays]
-    if relaxed_refs:  # references from moments have no bonds to compare
-        bonds_model = np.concatenate([metal_valences(relaxed[i], system)[0] for i in relaxed_refs])
-        bonds_teacher = np.concatenate([metal_valences(teacher_relaxed[i], system)[0] for i in relaxed_refs])
-        bond_parity_plot(bonds_model, bonds_teacher, system.valence.bond_threshold, out_dir / "bond_parity.png")
-
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
-             metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
     return metrics
