@@ -39,9 +39,9 @@ STARTER_COST = ModelCost("starter-size DPA-2", 0.2 / 56, 0.65 / 224)
 LARGE_COST = ModelCost("DPA-2.3.1-size DPA-2 (~1 M parameters)", 0.56 / 28, 2.05 / 224)
 
 # Start-up per task in core-seconds, from the demo run (step wall x 2 cores / tasks, minus the compute above).
-TRAIN_TASK_STARTUP_S = 15.0  # dp start-up, data statistics, freeze (~9 s)
+TRAIN_TASK_STARTUP_S = 11.0  # deepmd imports (~7 s), data statistics, freeze in the same process
 MD_TASK_STARTUP_S = 9.0      # interpreter and deepmd start-up, loading every member
-LABEL_TASK_STARTUP_S = 3.5   # interpreter start-up and teacher load (CHGNet; negligible beside a DFT task)
+LABEL_TASK_STARTUP_S = 5.0   # interpreter start-up and teacher load, once per job of a batching teacher (CHGNet)
 
 # Disk per atom and frame (apparent sizes in the demo run folder).
 MD_BYTES_PER_ATOM_FRAME = 160     # frames.extxyz and model_devi.out, per recorded frame
