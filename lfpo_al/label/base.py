@@ -9,6 +9,8 @@ Conventions every labeler follows:
 - the command runs inside the task folder and exits 0 when it has decided the task, either way;
   it returns at once when the folder already holds a decision (a job resubmitted after a kill
   reruns every task it had not yet tagged finished);
+- a batching labeler's command (``job_command``) also decides the other folders of its job that are
+  still undecided, each exactly as its own command would;
 - a deterministic failure (bad input, SCF that cannot converge) writes ``failed.json``
   (``{"reason": ...}``) instead of an exception, so that nobody retries it;
 - ``read_outputs`` returns the frame with a ``SinglePointCalculator`` holding the total energy (eV),

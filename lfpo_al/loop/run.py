@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ase.io
@@ -25,7 +23,7 @@ from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.label.base import read_failure
 from lfpo_al.label.checks import valence_from_moments
-from lfpo_al.validate.geometry import TEACHER_VALENCE, relax_positions
+from lfpo_al.validate.geometry import TEACHER_VALENCE, relax_all, second_process
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +45,10 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
         ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
         reference = settings.reference_for(comp.labeler.core_seconds_per_atom)
-        # the teacher relaxes the polaron starts in a second process (a second core) meanwhile
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            relaxing = (pool.submit(teacher_relaxations, comp.labeler, starts, settings.relax_fmax, settings.relax_steps)
-                        if reference == "teacher_relaxed" else None)
+        # the teacher relaxes the polaron starts in a second process while the test frames are made
+        with second_process() as pool:
+            relaxing = (pool.submit(relax_all, comp.labeler.ase_calculator, starts, settings.relax_fmax,
+                                    settings.relax_steps) if reference == "teacher_relaxed" else None)
             test_frames = settings.test_frames_for(comp.labeler.core_seconds_per_atom)
             if test_frames == "teacher_md":
                 frames = teacher_md_frames(comp.system, specs, settings.frames_per_structure, comp.labeler.ase_calculator(),
@@ -79,12 +77,6 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
         teacher_relaxed=ase.io.read(data_dir / "teacher_relaxed.extxyz", index=":"),
     )
-
-
-def teacher_relaxations(labeler, starts: list, fmax: float, steps: int) -> list:
-    """The teacher's fixed-cell relaxation of each start (run in a worker process)."""
-    calc = labeler.ase_calculator()
-    return [relax_positions(a, calc, fmax, steps) for a in starts]
 
 
 def moments_reference(start, task_dir: Path, comp: Components):

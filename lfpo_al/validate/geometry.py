@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 from ase import Atoms
 from ase.optimize import FIRE
@@ -18,6 +22,25 @@ def relax_positions(atoms: Atoms, calculator, fmax: float, steps: int) -> Atoms:
     relaxed.info["relax_fmax"] = float(np.abs(relaxed.get_forces()).max())
     relaxed.calc = None
     return relaxed
+
+
+def relax_all(make_calculator: Callable, starts: list[Atoms], fmax: float, steps: int) -> list[Atoms]:
+    """``relax_positions`` of every start with one calculator from ``make_calculator()``.
+
+    Picklable arguments (a bound ``ase_calculator`` method, a ``partial(DP, model=...)``), so that it
+    can run in ``second_process()``.
+    """
+    calculator = make_calculator()
+    return [relax_positions(a, calculator, fmax, steps) for a in starts]
+
+
+def second_process() -> ProcessPoolExecutor:
+    """A one-worker pool for relaxations that overlap the caller's own work on a second core.
+
+    Spawned, not forked: the caller holds torch's threads. Its start-up (~5 s of imports) is paid
+    only when something is submitted.
+    """
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
 
 TEACHER_VALENCE = "teacher_valence"  # per-atom array of a reference taken from the teacher's moments

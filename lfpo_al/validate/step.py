@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import ase.io
@@ -14,7 +13,7 @@ from ase import Atoms
 
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
-from lfpo_al.validate.geometry import TEACHER_VALENCE, compare_geometry, relax_positions
+from lfpo_al.validate.geometry import TEACHER_VALENCE, compare_geometry, relax_all, second_process
 from lfpo_al.validate.metrics import error_table, load_systems, predict
 from lfpo_al.validate.plots import bond_parity_plot, parity_plot
 from lfpo_al.validate.settings import ValidateSettings
@@ -43,9 +42,12 @@ def validate_step(
     """Evaluate the ensemble; write ``metrics.json`` and plots in ``out_dir`` and return the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # member 0 relaxes the polaron starts in a second process (a second core) while the test set is scored
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        relaxing = pool.submit(model_relaxations, str(models[0]), polaron_starts, settings.relax_fmax, settings.relax_steps)
+    from deepmd.calculator import DP
+
+    # member 0 relaxes the polaron starts in a second process while the test set is scored
+    with second_process() as pool:
+        relaxing = pool.submit(relax_all, partial(DP, model=str(models[0])), polaron_starts, settings.relax_fmax,
+                               settings.relax_steps)
         metrics = _score(models, test_dirs, new_label_dirs, calibration_settings, out_dir)
         relaxed = relaxing.result()
     ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
@@ -62,14 +64,6 @@ def validate_step(
     log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
              metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
     return metrics
-
-
-def model_relaxations(model: str, starts: list[Atoms], fmax: float, steps: int) -> list[Atoms]:
-    """Fixed-cell relaxations of ``starts`` with one frozen model (run in a worker process)."""
-    from deepmd.calculator import DP
-
-    calc = DP(model=model)
-    return [relax_positions(a, calc, fmax, steps) for a in starts]
 
 
 def _score(models: list[Path], test_dirs: list[Path], new_label_dirs, calibration_settings, out_dir: Path) -> dict:
