@@ -1,6 +1,7 @@
 """Dispatch through a real Slurm: the one-node loopback cluster of scripts/local_slurm.py and machine=slurm.
 
-A label step labels three built LixFePO4 frames with CHGNet as two Slurm jobs (group_size 2); the tests
+A label step labels three built LixFePO4 frames with CHGNet (one process per task) as two Slurm jobs
+(group_size 2); the tests
 check the labels, that each task ran inside a job the controller scheduled and completed, a two-member
 deepmd fine-tune submitted the same way, and that a cluster leaves no daemon behind when stopped.
 """
@@ -56,7 +57,8 @@ def jobs_submitted_from(cluster, work_dir: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def label_run(slurm_cluster, tmp_path_factory):
-    cfg, machine = slurm_settings(slurm_cluster, f"machine.resources.group_size={GROUP_SIZE}")
+    # one process per task, so that group_size makes the jobs (a batching CHGNet would put a round in one job)
+    cfg, machine = slurm_settings(slurm_cluster, f"machine.resources.group_size={GROUP_SIZE}", "label.batch_size=1")
     machine = dataclasses.replace(machine, command_prefix=REPORT_JOB)
     system, labeler = instantiate_group(cfg, "system"), instantiate_group(cfg, "label")
     frames = [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=seed)) for x, seed in FRAMES]
@@ -99,6 +101,23 @@ def test_every_task_ran_in_a_completed_slurm_job(label_run, slurm_cluster):
         assert len(found) == 1 and found[0] in jobs, (i, found, sorted(jobs))
         ran_in[i] = found[0]
     assert sorted(list(ran_in.values()).count(job_id) for job_id in jobs) == [1, 2]
+
+
+def test_a_batching_teacher_labels_a_round_in_one_slurm_job(label_run, slurm_cluster, tmp_path):
+    """CHGNet's default batch_size: the three tasks go to one job, whose first task labels them all."""
+    cfg, machine = slurm_settings(slurm_cluster, f"machine.resources.group_size={GROUP_SIZE}")
+    labeler = instantiate_group(cfg, "label")
+    assert labeler.batch_size >= len(FRAMES)
+    report = label_frames(label_run["frames"], labeler, machine, tmp_path / "03.label", label_run["system"], progress=False)
+    assert (report.n_labeled, report.n_failed) == (3, 0), report
+    jobs = jobs_submitted_from(slurm_cluster, tmp_path / "03.label")
+    assert len(jobs) == 1 and jobs[0]["JobState"] == "COMPLETED", jobs
+    logs = "".join((tmp_path / "03.label" / f"task.{i:06d}" / "task.log").read_text() for i in range(len(FRAMES)))
+    assert logs.count("model load") == 1
+    for i, frame in enumerate(label_run["frames"]):  # the same teacher, batched or not
+        batched = ase.io.read(tmp_path / "03.label" / f"task.{i:06d}" / LABELED_FILE)
+        alone = ase.io.read(label_run["work_dir"] / f"task.{i:06d}" / LABELED_FILE)
+        assert batched.get_potential_energy() == pytest.approx(alone.get_potential_energy(), abs=1e-6)
 
 
 def test_ensemble_members_train_as_slurm_jobs(label_run, slurm_cluster, tmp_path):
