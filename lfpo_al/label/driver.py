@@ -245,7 +245,7 @@ def plan_round(
     return list(pending), configured or max(1, len(pending))
 
 
-def task_command(labeler: Labeler, attempt: int, job_tasks: list[str] = ()) -> str:
+def task_command(labeler: Labeler, attempt: int, job_tasks: Sequence[str] = ()) -> str:
     """The labeler's command wrapped for dispatch.
 
     dpdispatcher (and ``run_tasks``) need every backward path to exist, but a task leaves either its

@@ -1,9 +1,10 @@
 """Fine-tune a pretrained DPA-2 into an ensemble of members with deepmd-kit (PyTorch backend).
 
 Each member is one dpdispatcher task folder ``member.%03d`` running ``dp --pt train --finetune`` and
-``dp --pt freeze`` (in one process: ``lfpo_al.train.member_task``). Members that keep the pretrained fitting net and differ only in seed barely
-disagree, so by default every member but member 0 re-initialises its fitting net with its own seed
-(``--model-branch RANDOM``) and each member may see its own bootstrap subset of the frames. Each
+``dp --pt freeze`` in one process (``lfpo_al.train.member_task``). Members that keep the pretrained
+fitting net and differ only in seed barely disagree, so by default every member but member 0
+re-initialises its fitting net with its own seed (``--model-branch RANDOM``) and each member may see
+its own bootstrap subset of the frames. Each
 iteration fine-tunes afresh from the pretrained model, or, with ``from_pretrained_each_iteration``
 off, continues from the same member's previous checkpoint.
 """
