@@ -8,6 +8,9 @@ export OMP_NUM_THREADS ?= 1
 export DP_INTRA_OP_PARALLELISM_THREADS ?= 1
 export DP_INTER_OP_PARALLELISM_THREADS ?= 1
 export WANDB_MODE ?= offline
+# Test workers: most tests are single-process, so two workers keep both cores busy. Tests that must not
+# share a worker with others of their kind (the loopback Slurm cluster) carry an xdist_group mark.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system-deps demo test test-fast clean-venv
 
@@ -43,10 +46,10 @@ demo: setup
 	$(PY) -m lfpo_al analyze $(ARGS)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not dft and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not dft and not slurm" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,22 +5,17 @@ import json
 from pathlib import Path
 
 import ase.io
-import dpdata
 import numpy as np
 import pytest
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.explore import ase_md, lammps_md, step
-from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.explore.settings import AseMdExplorer, LammpsExplorer
 from lfpo_al.selection.settings import SelectionSettings
 from lfpo_al.selection.step import read_model_devi, select_step
 from lfpo_al.structures import BuildSpec, build_structure
 from lfpo_al.structures.builder import write_structure
-from lfpo_al.train.ensemble import train_ensemble
-from lfpo_al.train.pretrained import resolve_pretrained
-from lfpo_al.train.settings import EnsembleSettings
 
+pytestmark = pytest.mark.xdist_group("tiny_members")  # shares the session's trained members (conftest)
 START = {"x": 0.5, "li_order": "random", "seed": 0, "supercell": [1, 1, 1]}  # 26 atoms, two Fe3+
 
 
@@ -40,11 +35,6 @@ def make_task_dir(path: Path, task: dict, start) -> Path:
 
 
 @pytest.fixture(scope="module")
-def machine():
-    return instantiate_group(compose_config([]), "machine")
-
-
-@pytest.fixture(scope="module")
 def system(load_system):
     return load_system("lfpo")
 
@@ -55,27 +45,9 @@ def start(system):
 
 
 @pytest.fixture(scope="module")
-def members(tmp_path_factory, machine, system):
-    """Two frozen members fine-tuned for 4 steps from the starter on three CHGNet-labeled frames."""
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    calc = CHGNetCalculator(use_device="cpu")
-    rng = np.random.default_rng(0)
-    multi = dpdata.MultiSystems(type_map=system.type_map)
-    for x, seed in ((1.0, 0), (0.5, 1), (0.0, 2)):
-        atoms = build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=seed))
-        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
-        atoms.calc = calc
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        multi.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
-    data = tmp_path_factory.mktemp("data")
-    multi.to_deepmd_npy(str(data))
-    systems = sorted(p.parent for p in data.rglob("type.raw"))
-    settings = EnsembleSettings(n_members=2, numb_steps=4)
-    trained = train_ensemble(settings, system.type_map, systems, tmp_path_factory.mktemp("train"), machine,
-                             resolve_pretrained("starter"))
-    return [m.frozen for m in trained]
+def members(tiny_members):
+    """The frozen files of the session's two fine-tuned members (conftest)."""
+    return [m.frozen for m in tiny_members]
 
 
 # --- without models -------------------------------------------------------------------------------------------
@@ -109,9 +81,9 @@ def test_growing_deviation_file_is_read_to_its_last_complete_row(tmp_path):
 def test_step_dispatches_the_configured_engine(system, machine, tmp_path, monkeypatch):
     dispatched = []
     monkeypatch.setattr(step, "run_tasks", lambda machine, work, tasks: dispatched.extend(tasks))
-    for engine in ("ase", "lammps"):
-        settings = ExploreSettings(engine=engine, temperatures=[500.0], structures=[START], n_steps=10, record_every=5)
-        step.explore_step(settings, system, {}, ["m0.pth", "m1.pth"], tmp_path / engine, machine)
+    for explorer in (AseMdExplorer, LammpsExplorer):
+        settings = explorer(temperatures=[500.0], structures=[START], n_steps=10, record_every=5)
+        step.explore_step(settings, system, {}, ["m0.pth", "m1.pth"], tmp_path / settings.engine, machine)
     assert [t.command.split()[-1] for t in dispatched] == ["lfpo_al.explore.ase_md", "lfpo_al.explore.lammps_md"]
     assert dispatched[0].backward_files == dispatched[1].backward_files == step.OUTPUTS
 
@@ -180,7 +152,7 @@ def test_lammps_matches_ase_from_the_same_start(members, system, start, tmp_path
 @pytest.mark.slow
 def test_lammps_halts_on_close_atoms_and_selection_reads_it(members, system, machine, tmp_path):
     # every pair counts as too close: LAMMPS itself halts at its first check (step 5), step 0 is the stopping frame
-    settings = ExploreSettings(engine="lammps", temperatures=[500.0], structures=[START], n_steps=1000,
+    settings = LammpsExplorer(temperatures=[500.0], structures=[START], n_steps=1000,
                                record_every=5, min_distance=5.0)
     (traj,) = step.explore_step(settings, system, {}, members, tmp_path / "explore", machine)["trajectories"]
     assert traj["n_frames"] == 1 and traj["n_steps_run"] == 5

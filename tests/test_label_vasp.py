@@ -17,9 +17,8 @@ from lfpo_al.label.dft_common import kpoint_mesh
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE
 from lfpo_al.label.driver import task_command
 from lfpo_al.label.tasks import EXIT_CODE_FILE, OUTPUTS_DIR
-from lfpo_al.label.vasp import (
-    POTCAR_DIR_ENV, VaspLabeler, main, poscar_species, species_order, to_frame_order,
-)
+from lfpo_al.label.vasp import POTCAR_DIR_ENV, VaspLabeler, poscar_species, species_order
+from lfpo_al.label.vasp_task import main, to_frame_order
 from lfpo_al.structures import BuildSpec, build_structure
 
 REF = DATA / "vasp"

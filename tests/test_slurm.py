@@ -27,7 +27,7 @@ from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.train.settings import EnsembleSettings
 from slurm_cluster import load_local_slurm, slurm_cluster, start_cluster  # noqa: F401  (slurm_cluster: fixture)
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one loopback cluster per run
 
 FRAMES = ((1.0, 0), (0.5, 0), (0.5, 1))  # (x, seed): 28- and 26-atom cells, two compositions
 GROUP_SIZE = 2

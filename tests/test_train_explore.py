@@ -6,50 +6,21 @@ import ase.io
 import dpdata
 import numpy as np
 import pytest
-from ase.calculators.singlepoint import SinglePointCalculator
 from deepmd.infer import DeepPot
 from deepmd.infer.model_devi import calc_model_devi
 
-from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
 from lfpo_al.train.ensemble import last_training_rmse, train_ensemble
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.train.settings import EnsembleSettings
-from lfpo_al.structures import BuildSpec, build_structure
+
+pytestmark = pytest.mark.xdist_group("tiny_members")  # shares the session's trained members (conftest)
 
 
 @pytest.fixture(scope="module")
-def machine():
-    return instantiate_group(compose_config([]), "machine")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, load_system):
-    """Four 28-atom frames labeled by CHGNet, written as deepmd/npy with dpdata."""
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    system = load_system("lfpo")
-    calc = CHGNetCalculator(use_device="cpu")
-    rng = np.random.default_rng(0)
-    multi = dpdata.MultiSystems(type_map=system.type_map)
-    for x, seed in ((1.0, 0), (0.5, 1), (0.5, 2), (0.0, 3)):
-        atoms = build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=seed))
-        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
-        atoms.calc = calc
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        multi.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
-    out = tmp_path_factory.mktemp("data")
-    multi.to_deepmd_npy(str(out))
-    return sorted(p.parent for p in out.rglob("type.raw"))
-
-
-@pytest.fixture(scope="module")
-def members(tmp_path_factory, tiny_data, machine, load_system):
-    settings = EnsembleSettings(n_members=2, numb_steps=4, bootstrap_fraction=0.75)
-    work = tmp_path_factory.mktemp("train")
-    return train_ensemble(settings, load_system("lfpo").type_map, tiny_data, work, machine, resolve_pretrained("starter"))
+def members(tiny_members):
+    return tiny_members
 
 
 def test_members_are_frozen_and_distinct(members, tiny_data):

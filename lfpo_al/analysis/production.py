@@ -82,8 +82,8 @@ def production_explore_settings(settings: AnalysisSettings, explore: ExploreSett
     """The loop's explorer settings with the analysis matrix, length and a non-aborting deviation."""
     if not settings.md_structures:
         raise UserError("analysis.md_structures is empty; list build sections, e.g. [{x: 0.5, li_order: random, seed: 0}]")
-    return ExploreSettings(
-        engine=explore.engine, ensemble=explore.ensemble, temperatures=list(settings.md_temperatures),
+    return type(explore)(  # the same engine
+        ensemble=explore.ensemble, temperatures=list(settings.md_temperatures),
         structures=[dict(s) for s in settings.md_structures], n_steps=settings.md_steps,
         timestep_fs=settings.md_timestep_fs, record_every=settings.md_record_every,
         friction_per_fs=explore.friction_per_fs, abort_deviation=settings.md_abort_deviation,

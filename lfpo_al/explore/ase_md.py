@@ -114,10 +114,18 @@ def run_md(task_dir: Path) -> dict:
     while dyn.nsteps < task["n_steps"] and stop_reason is None:
         dyn.run(task["record_every"])
         record()
+    return write_outputs(task_dir, frames, np.array(rows), DEVI_HEADER, int(dyn.nsteps), stop_reason,
+                         time.perf_counter() - start)
+
+
+def write_outputs(task_dir: Path, frames: list[Atoms], devi_rows: np.ndarray, devi_header: str, n_steps_run: int,
+                  stop_reason: str | None, wall_s: float) -> dict:
+    """The task folder's outputs, the same for every engine: frames, deviation rows and ``result.json``."""
     ase.io.write(task_dir / "frames.extxyz", frames, format="extxyz")
-    np.savetxt(task_dir / "model_devi.out", np.array(rows), fmt=["%12d"] + ["%18.6e"] * 7, header=DEVI_HEADER)
-    result = {"n_frames": len(frames), "n_steps_run": int(dyn.nsteps), "stop_reason": stop_reason,
-              "wall_s": round(time.perf_counter() - start, 2)}
+    np.savetxt(task_dir / "model_devi.out", devi_rows, fmt=["%12d"] + ["%18.6e"] * (devi_rows.shape[1] - 1),
+               header=devi_header)
+    result = {"n_frames": len(frames), "n_steps_run": n_steps_run, "stop_reason": stop_reason,
+              "wall_s": round(wall_s, 2)}
     (task_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

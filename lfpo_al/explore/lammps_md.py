@@ -29,7 +29,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.lammps import Prism
 
-from lfpo_al.explore.ase_md import MAX_DEVI_F, annotate, stop_reason_of
+from lfpo_al.explore.ase_md import MAX_DEVI_F, annotate, stop_reason_of, write_outputs
 from lfpo_al.structures.system import OlivineSystem
 
 DATA_FILE = "conf.lmp"
@@ -201,13 +201,8 @@ def run_md(task_dir: Path) -> dict:
         raise RuntimeError(lammps_error(task_dir, returncode))
     if stop_reason is None and last_step < n_run:  # halted on a pair read a hair closer than in the dump
         stop_reason = f"LAMMPS halted at step {last_step}"
-    ase.io.write(task_dir / "frames.extxyz", frames, format="extxyz")
-    np.savetxt(task_dir / "model_devi.out", np.array(kept_rows).reshape(-1, len(DEVI_COLUMNS)),
-               fmt=["%12d"] + ["%18.6e"] * (len(DEVI_COLUMNS) - 1), header=DEVI_HEADER)
-    result = {"n_frames": len(frames), "n_steps_run": int(last_step), "stop_reason": stop_reason,
-              "wall_s": round(wall, 2)}
-    (task_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return write_outputs(task_dir, frames, np.array(kept_rows).reshape(-1, len(DEVI_COLUMNS)), DEVI_HEADER,
+                         int(last_step), stop_reason, wall)
 
 
 if __name__ == "__main__":

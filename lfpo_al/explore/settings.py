@@ -1,12 +1,12 @@
-"""Settings of the MD exploration (``configs/explore/``)."""
+"""Settings of the MD exploration (``configs/explore/``); each engine is a subclass picked by ``_target_``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from lfpo_al.errors import UserError
 
-ENGINES = ("ase", "lammps")
 ENSEMBLES = ("nvt", "npt")
 
 
@@ -16,10 +16,13 @@ class ExploreSettings:
 
     ``structures`` are ``build`` sections (x, li_order, seed, supercell, ...), one per family.
     A trajectory stops early when the deviation exceeds ``abort_deviation`` (eV/A) or two atoms come
-    closer than ``min_distance`` (A); the reason is recorded.
+    closer than ``min_distance`` (A); the reason is recorded. An engine names the module that runs one
+    task folder (``python -m <task_module>``: ``task.json`` and ``start.extxyz`` in, the same outputs out).
     """
 
-    engine: str = "ase"
+    engine: ClassVar[str] = "ase"
+    task_module: ClassVar[str] = "lfpo_al.explore.ase_md"
+
     ensemble: str = "nvt"
     temperatures: list[float] = field(default_factory=lambda: [300.0, 600.0])
     structures: list[dict] = field(default_factory=lambda: [{"x": 0.5, "li_order": "random", "seed": 0}])
@@ -32,8 +35,6 @@ class ExploreSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise UserError(f"explore.engine={self.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
         if self.ensemble not in ENSEMBLES:
             raise UserError(f"explore.ensemble={self.ensemble!r} is unknown; choose one of {', '.join(ENSEMBLES)}")
         if not self.temperatures or min(self.temperatures) <= 0:
@@ -42,3 +43,16 @@ class ExploreSettings:
             raise UserError(f"explore.record_every={self.record_every} must be >= 1 and <= explore.n_steps={self.n_steps}")
         if not self.structures:
             raise UserError("explore.structures is empty; list at least one build section, e.g. [{x: 0.5, li_order: random}]")
+
+
+@dataclass
+class AseMdExplorer(ExploreSettings):
+    """ASE molecular dynamics, every member loaded as a deepmd calculator (``lfpo_al.explore.ase_md``)."""
+
+
+@dataclass
+class LammpsExplorer(ExploreSettings):
+    """LAMMPS with deepmd's ``pair_style deepmd`` plugin (``lfpo_al.explore.lammps_md``)."""
+
+    engine: ClassVar[str] = "lammps"
+    task_module: ClassVar[str] = "lfpo_al.explore.lammps_md"

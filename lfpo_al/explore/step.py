@@ -16,8 +16,7 @@ from lfpo_al.structures.system import OlivineSystem
 
 log = logging.getLogger(__name__)
 OUTPUTS = ["frames.extxyz", "model_devi.out", "result.json"]
-# the task runner of each engine: same task folder in (task.json, start.extxyz), same OUTPUTS back
-ENGINE_MODULES = {"ase": "lfpo_al.explore.ase_md", "lammps": "lfpo_al.explore.lammps_md"}
+# every engine's task runner takes the same task folder (task.json, start.extxyz) and gives the same OUTPUTS back
 
 
 def family_name(spec: BuildSpec) -> str:
@@ -64,7 +63,7 @@ def explore_step(
                 (task_dir / "task.json").write_text(json.dumps(task, indent=2))
                 tasks.append(TaskSpec(
                     task_dir=task_dir.name,
-                    command=f"{shlex.quote(sys.executable)} -m {ENGINE_MODULES[settings.engine]}",
+                    command=f"{shlex.quote(sys.executable)} -m {settings.task_module}",
                     forward_files=["task.json", "start.extxyz"],
                     backward_files=OUTPUTS,
                 ))

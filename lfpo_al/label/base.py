@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ase import Atoms
 
 from lfpo_al.errors import UserError
+from lfpo_al.label.frames import LABELED_FILE, read_labeled
 
 if TYPE_CHECKING:  # the task commands import this module; they need no structure builder
     from lfpo_al.structures.system import OlivineSystem
@@ -136,9 +137,9 @@ class Labeler(ABC):
         """Inputs ``write_inputs`` puts in a task folder, sent to where the command runs."""
 
     @property
-    @abstractmethod
     def backward_files(self) -> list[str]:
         """Files the command may leave behind (results, ``failed.json``), brought back when present."""
+        return [LABELED_FILE, FAILED_FILE]
 
     @abstractmethod
     def write_inputs(self, atoms: Atoms, task_dir: Path, system: OlivineSystem) -> None:
@@ -156,13 +157,41 @@ class Labeler(ABC):
         """
         return self.command()
 
-    @abstractmethod
     def is_finished(self, task_dir: Path) -> bool:
         """Whether ``task_dir`` holds a decided task: a result or ``failed.json``."""
+        return decided_file(task_dir) is not None
 
-    @abstractmethod
     def read_outputs(self, task_dir: Path) -> Atoms:
         """The labeled frame (see the module docstring); raises if the output is unreadable."""
+        return read_labeled(Path(task_dir) / LABELED_FILE)
+
+
+def decided_file(task_dir: Path) -> str | None:
+    """The file that decides ``task_dir`` (the label or ``failed.json``), or None while it is undecided."""
+    return next((name for name in (LABELED_FILE, FAILED_FILE) if (Path(task_dir) / name).is_file()), None)
+
+
+def already_decided(task_dir: Path) -> bool:
+    """Whether a task command finds its folder decided (and says so): a job resubmitted after a kill
+    reruns every task it had not tagged finished."""
+    decided = decided_file(task_dir)
+    if decided:
+        print(f"already decided ({decided} present): nothing to do")
+    return decided is not None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for a one-line failure reason."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def check_cores_template(key: str, command: str) -> None:
+    """A launcher template may use the placeholder ``{cores}`` and no other."""
+    try:
+        command.format(cores=1)
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"{key}={command!r} may use only the placeholder {{cores}}; double other braces") from None
 
 
 def write_failure(task_dir: Path, reason: str) -> None:

@@ -29,8 +29,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from lfpo_al.label.base import FAILED_FILE, Labeler, write_failure
-from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled, write_labeled
+from lfpo_al.label.base import Labeler, decided_file, first_line, write_failure
+from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, write_labeled
 
 if TYPE_CHECKING:
     from lfpo_al.structures.system import OlivineSystem
@@ -53,10 +53,6 @@ class ChgnetLabeler(Labeler):
     def forward_files(self) -> list[str]:
         return [FRAME_FILE]
 
-    @property
-    def backward_files(self) -> list[str]:
-        return [LABELED_FILE, FAILED_FILE]
-
     def write_inputs(self, atoms: Atoms, task_dir: Path, system: OlivineSystem) -> None:
         import ase.io  # ase.io costs ~0.5 s: the task command, often finding its folder decided, imports it late
 
@@ -73,13 +69,6 @@ class ChgnetLabeler(Labeler):
         if self.batch_size == 1 or not job_tasks:
             return self.command()
         return f"{self.command()} --batch {' '.join(shlex.quote(name) for name in job_tasks)}"
-
-    def is_finished(self, task_dir: Path) -> bool:
-        task_dir = Path(task_dir)
-        return (task_dir / LABELED_FILE).is_file() or (task_dir / FAILED_FILE).is_file()
-
-    def read_outputs(self, task_dir: Path) -> Atoms:
-        return read_labeled(Path(task_dir) / LABELED_FILE)
 
     def ase_calculator(self):
         """CHGNet's own ASE calculator (stress in eV/A^3, ASE sign), for relaxing in-process."""
@@ -124,16 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     own = Path.cwd()
     others = [own.parent / name for name in args.batch if (own.parent / name).resolve() != own.resolve()]
-    todo = [d for d in [own, *others] if not _decided(d)]
+    todo = [d for d in [own, *others] if not decided_file(d)]
     if own not in todo:  # a job resubmitted after a kill reruns every task it had not tagged finished
-        print(f"already decided ({_decided(own)} present): nothing to do")
+        print(f"already decided ({decided_file(own)} present): nothing to do")
     if not todo:
         return 0
     start = time.perf_counter()
     model = load_model(args.model, args.device, args.threads)  # raises -> non-zero exit -> retried
     print(f"model load {time.perf_counter() - start:.2f} s")
     for task_dir in todo:
-        if not _decided(task_dir):  # another process of a resubmitted job may have got there first
+        if not decided_file(task_dir):  # another process of a resubmitted job may have got there first
             label_task(model, task_dir, args.model)
     return 0
 
@@ -154,14 +143,9 @@ def label_task(model, task_dir: Path, model_name: str) -> None:
     print(f"{task_dir.name}: labeled {len(frame)} atoms in {time.perf_counter() - start:.2f} s")
 
 
-def _decided(task_dir: Path) -> str | None:
-    return next((name for name in (LABELED_FILE, FAILED_FILE) if (task_dir / name).exists()), None)
-
-
 def _fail(task_dir: Path, exc: Exception) -> None:
     traceback.print_exc()
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    write_failure(task_dir, f"chgnet: {type(exc).__name__}: {first_line}")
+    write_failure(task_dir, f"chgnet: {type(exc).__name__}: {first_line(exc)}")
 
 
 if __name__ == "__main__":

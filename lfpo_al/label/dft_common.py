@@ -39,6 +39,11 @@ def site_magmoms(atoms: Atoms, system: OlivineSystem) -> np.ndarray:
     return np.array([start[v] if v > 0 else 0.0 for v in valence])
 
 
+def check_kpoint_spacing(spacing: float) -> None:
+    if not spacing > 0:
+        raise UserError(f"label.kpoint_spacing={spacing} must be positive (1/Angstrom, 2 pi included)")
+
+
 def kpoint_mesh(cell: np.ndarray, spacing: float) -> list[int]:
     """Gamma-centred mesh with at most ``spacing`` (1/A, 2 pi included) between k-points along each b_i."""
     lengths = 2 * math.pi * np.linalg.norm(np.linalg.inv(cell).T, axis=1)

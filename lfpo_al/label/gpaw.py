@@ -28,9 +28,9 @@ import yaml
 from ase import Atoms
 
 from lfpo_al.errors import UserError
-from lfpo_al.label.base import FAILED_FILE, Labeler
-from lfpo_al.label.dft_common import dft_inputs_dir, kpoint_mesh, site_magmoms
-from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
+from lfpo_al.label.base import Labeler, check_cores_template
+from lfpo_al.label.dft_common import check_kpoint_spacing, dft_inputs_dir, kpoint_mesh, site_magmoms
+from lfpo_al.label.frames import FRAME_FILE
 from lfpo_al.structures.system import OlivineSystem
 
 PARAMETERS_FILE = "gpaw.json"
@@ -83,8 +83,7 @@ class GpawLabeler(Labeler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.kpoint_spacing > 0:
-            raise UserError(f"label.kpoint_spacing={self.kpoint_spacing} must be positive (1/Angstrom, 2 pi included)")
+        check_kpoint_spacing(self.kpoint_spacing)
         if self.ecut is not None and not self.ecut > 0:
             raise UserError(f"label.ecut={self.ecut} must be a positive plane-wave cutoff in eV, or null for the file's")
         if self.smearing_width is not None and not self.smearing_width >= 0:
@@ -93,12 +92,7 @@ class GpawLabeler(Labeler):
             raise UserError(f"label.maxiter={self.maxiter} must be a positive integer, or null for the file's")
         if self.parameters is not None and not isinstance(self.parameters, dict):
             raise UserError(f"label.parameters={self.parameters!r} must map GPAW keyword -> value")
-        try:
-            self.mpi_command.format(cores=1)
-        except (KeyError, IndexError, ValueError):
-            raise UserError(
-                f"label.mpi_command={self.mpi_command!r} may use only the placeholder {{cores}}; double other braces"
-            ) from None
+        check_cores_template("label.mpi_command", self.mpi_command)
         self.gpaw_parameters()  # a broken parameter file stops the run here, before any task folder
 
     @property
@@ -107,7 +101,7 @@ class GpawLabeler(Labeler):
 
     @property
     def backward_files(self) -> list[str]:
-        return [LABELED_FILE, FAILED_FILE, *LOG_FILES]
+        return [*super().backward_files, *LOG_FILES]
 
     def gpaw_parameters(self) -> dict:
         """GPAW keywords common to every frame: the parameter file with this labeler's overrides."""
@@ -176,13 +170,6 @@ class GpawLabeler(Labeler):
             f"{SETUP_PATH_ENV}={shlex.quote(str(setups))} {python} -m lfpo_al.label.gpaw_task "
             f"--worker {shlex.quote(worker)} --ranks {self.cores_per_task if self.mpi_command.strip() else 1}"
         )
-
-    def is_finished(self, task_dir: Path) -> bool:
-        task_dir = Path(task_dir)
-        return (task_dir / LABELED_FILE).is_file() or (task_dir / FAILED_FILE).is_file()
-
-    def read_outputs(self, task_dir: Path) -> Atoms:
-        return read_labeled(Path(task_dir) / LABELED_FILE)
 
     def setup_folder(self, symbols: list[str] | None = None, xc: str = "PBE") -> Path:
         """The PAW setup folder: ``setup_path``, else the first folder that exists of ``$GPAW_SETUP_PATH``,

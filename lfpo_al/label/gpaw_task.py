@@ -39,7 +39,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from lfpo_al.label.base import FAILED_FILE, write_failure
+from lfpo_al.label.base import already_decided, first_line, write_failure
 from lfpo_al.label.checks import valence_mismatch
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, write_labeled
 from lfpo_al.label.gpaw import PARAMETERS_FILE, SEEDINGS, log_file
@@ -112,9 +112,7 @@ def labeled_frame(frame: Atoms, result: dict, results: list[dict], matched: bool
 # --- the serial task command -----------------------------------------------------------------------
 
 def run_task(task_dir: Path, worker: str, ranks: int) -> int:
-    decided = [name for name in (LABELED_FILE, FAILED_FILE) if (task_dir / name).exists()]
-    if decided:  # a job resubmitted after a kill reruns every task it had not tagged finished
-        print(f"already decided ({decided[0]} present): nothing to do")
+    if already_decided(task_dir):
         return 0
     try:
         task = json.loads((task_dir / PARAMETERS_FILE).read_text())
@@ -122,7 +120,7 @@ def run_task(task_dir: Path, worker: str, ranks: int) -> int:
         intended = np.asarray(frame.arrays["valence"], dtype=int)
     except Exception as exc:  # the inputs themselves are bad: deterministic, record it
         traceback.print_exc()
-        write_failure(task_dir, f"gpaw: unreadable task inputs: {type(exc).__name__}: {_first_line(exc)}")
+        write_failure(task_dir, f"gpaw: unreadable task inputs: {type(exc).__name__}: {first_line(exc)}")
         return 0
 
     results: list[dict] = []
@@ -221,11 +219,6 @@ def contracted_copy(frame: Atoms, task: dict) -> Atoms:
     signs[signs == 0] = 1.0
     seeded.set_initial_magnetic_moments([start.get(int(v), 0.0) * s if v > 0 else 0.0 for v, s in zip(valence, signs)])
     return seeded
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def main(argv: list[str] | None = None) -> int:

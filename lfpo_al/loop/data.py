@@ -11,15 +11,21 @@ from lfpo_al.structures.builder import BuildSpec, build_structure
 from lfpo_al.structures.system import OlivineSystem
 
 
+def built_structures(system: OlivineSystem, specs: list[BuildSpec]):
+    """The built structure of each spec, tagged with its family (composition and Li order) for the reports."""
+    for spec in specs:
+        built = build_structure(system, spec)
+        built.info["family"] = f"x{spec.x:.2f}-{spec.li_order}"
+        yield built
+
+
 def perturbed_frames(
     system: OlivineSystem, specs: list[BuildSpec], n_per_structure: int, rattle_ang: float, seed: int, strain: float = 0.02
 ) -> list[Atoms]:
     """Per structure: the built cell, then copies rattled by ``rattle_ang`` and strained by up to ``strain``."""
     rng = np.random.default_rng(seed)
     frames = []
-    for spec in specs:
-        built = build_structure(system, spec)
-        built.info["family"] = f"x{spec.x:.2f}-{spec.li_order}"
+    for built in built_structures(system, specs):
         for i in range(n_per_structure):
             frame = built.copy()
             if i > 0:
@@ -58,9 +64,7 @@ def teacher_md_frames(
     Langevin MD from it: thermal frames, as the loop's MD visits them, in the teacher's basin."""
     rng = np.random.default_rng(seed)
     frames = []
-    for spec in specs:
-        built = build_structure(system, spec)
-        built.info["family"] = f"x{spec.x:.2f}-{spec.li_order}"
+    for built in built_structures(system, specs):
         frames.append(built.copy())
         snaps = langevin_snapshots(built, calc, rng, temperature_k, n_per_structure - 1, interval_steps)
         for i, snap in enumerate(snaps, start=1):
