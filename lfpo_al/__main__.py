@@ -59,11 +59,10 @@ def run(command: str, overrides: list[str], show_cfg: bool) -> int:
 
         return train_command(cfg)
     if command == "status":
-        from pathlib import Path
-
+        from lfpo_al.layout import RunLayout
         from lfpo_al.loop.report import status_text
 
-        print(status_text(Path(cfg.runs_dir) / cfg.run_name))
+        print(status_text(RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir))
         return 0
     if command == "analyze":
         from lfpo_al.analysis.cli import analyze_command

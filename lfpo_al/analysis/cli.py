@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lfpo_al.layout import RunLayout
 from lfpo_al.analysis import report
 from lfpo_al.analysis.pipeline import analyze_trajectory
 from lfpo_al.analysis.production import TrajectorySource, model_paths, run_production, trust_level
@@ -41,7 +42,7 @@ def resolve_mode(settings: AnalysisSettings, cfg: DictConfig) -> tuple[str, str 
         mode = "trajectories"
     elif settings.model or settings.run_name:
         mode = "production"
-    elif cfg.get("run_name") and (runs_dir / cfg.run_name / "final").is_dir():
+    elif cfg.get("run_name") and RunLayout.of(runs_dir, cfg.run_name).final.is_dir():
         mode, run_name = "production", str(cfg.run_name)
         settings.run_name = run_name
     else:
@@ -50,7 +51,7 @@ def resolve_mode(settings: AnalysisSettings, cfg: DictConfig) -> tuple[str, str 
     if settings.output_dir:
         out = Path(settings.output_dir)
     elif run_name:
-        out = runs_dir / run_name / "analysis"
+        out = RunLayout.of(runs_dir, run_name).analysis
     else:
         raise UserError("set analysis.output_dir=DIR for the analysis outputs")
     return mode, run_name, out
@@ -112,7 +113,7 @@ def _fmt(value) -> str:
 
 
 def _track(tracking, out_dir: Path, run_name: str | None, summary: dict, cfg: DictConfig) -> None:
-    from lfpo_al.loop.tracking import Tracker
+    from lfpo_al.tracking import Tracker
 
     tracker = Tracker(tracking, out_dir, f"{run_name or 'trajectories'}-analysis", to_plain(cfg))
     try:

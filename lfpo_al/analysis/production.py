@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from lfpo_al.layout import RunLayout
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.errors import UserError
 from lfpo_al.explore.settings import ExploreSettings
@@ -32,10 +33,10 @@ class TrajectorySource:
 
 
 def run_models(runs_dir: Path, run_name: str) -> list[Path]:
-    final = Path(runs_dir) / run_name / "final"
-    models = sorted(final.glob("model.*.pth"))
+    layout = RunLayout.of(runs_dir, run_name)
+    models = layout.final_models()
     if not models:
-        raise UserError(f"analysis.run_name={run_name}: no frozen models in {final} (model.000.pth, ...); "
+        raise UserError(f"analysis.run_name={run_name}: no frozen models in {layout.final} (model.000.pth, ...); "
                         "finish the run with `python -m lfpo_al train` or pass analysis.model=PATH")
     return models
 
@@ -57,7 +58,7 @@ def model_paths(settings: AnalysisSettings, runs_dir: Path) -> list[Path]:
 
 def calibrated_trust(run_dir: Path) -> float | None:
     """``calibration.trust_hi`` of the run's last validated iteration, if any."""
-    for metrics in sorted(Path(run_dir).glob("iter.*/04.validate/metrics.json"), reverse=True):
+    for metrics in RunLayout(Path(run_dir)).validation_metrics():
         try:
             value = json.loads(metrics.read_text()).get("calibration", {}).get("trust_hi")
         except (OSError, json.JSONDecodeError):

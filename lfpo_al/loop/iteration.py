@@ -14,6 +14,7 @@ from pathlib import Path
 import ase.io
 
 from lfpo_al.explore.step import explore_step
+from lfpo_al.layout import RunLayout
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import deepmd_systems
@@ -23,7 +24,6 @@ from lfpo_al.train.ensemble import Member, train_ensemble
 from lfpo_al.validate.step import validate_step
 
 log = logging.getLogger(__name__)
-STEPS = ("train", "explore", "select", "label", "validate")
 
 
 @dataclass
@@ -37,14 +37,18 @@ class RunData:
     polaron_starts: list
     teacher_relaxed: list
 
-    def iter_dir(self, k: int) -> Path:
-        return self.run_dir / f"iter.{k:06d}"
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    def step_dir(self, k: int, step: str) -> Path:
+        return self.layout.step_dir(k, step)
 
     def label_data(self, k: int) -> Path:
-        return self.iter_dir(k) / "03.label" / "data"
+        return self.step_dir(k, "label") / "data"
 
     def members(self, k: int, n: int) -> list[Member]:
-        return [Member(i, self.iter_dir(k) / "00.train" / f"member.{i:03d}") for i in range(n)]
+        return [Member(i, self.step_dir(k, "train") / f"member.{i:03d}") for i in range(n)]
 
 
 def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
@@ -67,21 +71,20 @@ def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
 
 def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labels_left: int, calibration: dict | None,
                   tracker=None) -> dict:
-    it = data.iter_dir(k)
     n = comp.ensemble.n_members
 
     def train():
         systems = deepmd_systems(data.init_data) + [s for j in range(k) for s in deepmd_systems(data.label_data(j))]
         continue_members = k > 0 and not comp.ensemble.from_pretrained_each_iteration
         previous = data.members(k - 1, n) if continue_members else None
-        members = train_ensemble(comp.ensemble, comp.system.type_map, systems, it / "00.train", comp.machine,
+        members = train_ensemble(comp.ensemble, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine,
                                  data.pretrained, previous=previous)
         return {"models": [str(m.frozen) for m in members], "n_train_systems": len(systems)}
 
     models = [Path(p) for p in run_step(state, k, "train", train, tracker)["models"]]
 
     def explore():
-        summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, it / "01.explore", comp.machine,
+        summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, data.step_dir(k, "explore"), comp.machine,
                                iteration=k)
         stops = [t["stop_reason"] for t in summary["trajectories"] if t.get("stop_reason")]
         return {"n_trajectories": len(summary["trajectories"]), "n_stopped": len(stops)}
@@ -92,23 +95,23 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
         settings = comp.selection
         if labels_left < settings.max_selected:
             settings = type(settings)(**{**settings.__dict__, "max_selected": max(1, labels_left)})
-        report = select_step(it / "01.explore", it / "02.select", settings, calibration=calibration)
+        report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), settings, calibration=calibration)
         summary = {key: report[key] for key in ("n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio")}
         return summary | {key: report["trust_levels"][key] for key in ("trust_lo", "trust_hi", "source")}
 
     selection = run_step(state, k, "select", select, tracker)
 
     def label():
-        path = it / "02.select" / "selected.extxyz"
+        path = data.step_dir(k, "select") / "selected.extxyz"
         frames = ase.io.read(path, index=":") if path.is_file() and selection["n_selected"] else []
-        report = label_frames(frames, comp.labeler, comp.machine, it / "03.label", comp.system)
+        report = label_frames(frames, comp.labeler, comp.machine, data.step_dir(k, "label"), comp.system)
         return {key: getattr(report, key) for key in ("n_tasks", "n_labeled", "n_failed", "n_valence_mismatch")}
 
     labeling = run_step(state, k, "label", label, tracker)
 
     def validate():
         metrics = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
-                                comp.validate, it / "04.validate", new_label_dirs=[data.label_data(k)],
+                                comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)],
                                 calibration_settings=comp.selection)
         return {key: metrics[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang",
                                               "virial_rmse_mev_per_atom", "valence_agreement",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lfpo_al.layout import STEP_DIRS, RunLayout
 from lfpo_al.loop.state import SETUP, RunState
 
 COLUMNS = [
@@ -74,5 +75,5 @@ def status_text(run_dir: Path) -> str:
 def print_summary(state: RunState, run_dir: Path, reason: str | None) -> None:
     print(f"\nrun {run_dir} finished: {reason}")
     print(iteration_table(state.records()))
-    print(f"plots: {run_dir}/iter.*/04.validate/{{parity,calibration,bond_parity}}.png")
-    print(f"final ensemble: {run_dir}/final/")
+    print(f"plots: {run_dir}/iter.*/{STEP_DIRS['validate']}/{{parity,calibration,bond_parity}}.png")
+    print(f"final ensemble: {RunLayout(run_dir).final}/")

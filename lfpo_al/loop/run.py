@@ -12,13 +12,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from lfpo_al.config import to_plain
+from lfpo_al.layout import RunLayout
+from lfpo_al.tracking import Tracker
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import perturbed_frames, teacher_md_frames
 from lfpo_al.loop.iteration import RunData, run_iteration, run_step
 from lfpo_al.loop.report import print_summary
 from lfpo_al.loop.state import SETUP, RunState
-from lfpo_al.loop.tracking import Tracker
 from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.label.base import read_failure
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> RunData:
     """Initial training data, the frozen test set and the teacher's relaxed polaron structures."""
-    data_dir = run_dir / "data"
+    data_dir = RunLayout(run_dir).data
     loop = comp.loop
 
     def init_data():
@@ -111,7 +112,7 @@ def log_selected_frames(tracker, report_path: Path, k: int) -> None:
 
 
 def freeze_final(data: RunData, k: int, n_members: int, row: dict) -> Path:
-    final = data.run_dir / "final"
+    final = data.layout.final
     final.mkdir(exist_ok=True)
     for member in data.members(k, n_members):
         shutil.copy2(member.frozen, final / f"model.{member.index:03d}.pth")
@@ -125,7 +126,7 @@ def train_command(cfg: DictConfig) -> int:
 
         return print_plan(cfg)
     comp = Components.from_config(cfg)
-    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    run_dir = RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir
     state = RunState(run_dir)
     with state.lock():
         state.freeze_config(to_plain(cfg))
@@ -141,9 +142,9 @@ def train_command(cfg: DictConfig) -> int:
                 labels_used += row.get("label_n_labeled", 0)
                 calibration = row.get("calibration")
                 tracker.log({key: v for key, v in row.items() if key != "iter"}, step=k, images={
-                    f"plots/{name}": data.iter_dir(k) / "04.validate" / f"{name}.png"
+                    f"plots/{name}": data.step_dir(k, "validate") / f"{name}.png"
                     for name in ("parity", "calibration", "bond_parity")})
-                log_selected_frames(tracker, data.iter_dir(k) / "02.select" / "report.json", k)
+                log_selected_frames(tracker, data.step_dir(k, "select") / "report.json", k)
                 stop = ("converged" if converged(row, comp.validate) else
                         "label budget spent" if labels_used >= budget else
                         "max_iters reached" if k == max_iters - 1 else None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from lfpo_al.errors import UserError
+from lfpo_al.layout import RunLayout
 
 # keys that may change between a run's start and a resume: limits, targets, where jobs run, tracking
 RESUMABLE_KEYS = ("loop.max_iters", "loop.label_budget", "loop.dry_run", "validate.target_", "machine.", "tracking.")
@@ -34,8 +35,9 @@ def flatten(tree, prefix: str = "") -> dict:
 class RunState:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.record_path = self.run_dir / "record.jsonl"
-        self.config_path = self.run_dir / "config.yaml"
+        layout = RunLayout(self.run_dir)
+        self.record_path = layout.record
+        self.config_path = layout.config
 
     def records(self) -> list[dict]:
         if not self.record_path.is_file():

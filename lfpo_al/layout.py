@@ -1,0 +1,56 @@
+"""The run folder's layout, owned here: the loop writes it, ``status`` and the analysis read it.
+
+    runs/<name>/config.yaml  record.jsonl  data/{init,test}/  iter.NNNNNN/<step folder>/  final/  analysis/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STEPS = ("train", "explore", "select", "label", "validate")  # one iteration, in order
+STEP_DIRS = dict(zip(STEPS, ("00.train", "01.explore", "02.select", "03.label", "04.validate")))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where everything of the run in ``run_dir`` lives."""
+
+    run_dir: Path
+
+    @classmethod
+    def of(cls, runs_dir: Path | str, run_name: str) -> RunLayout:
+        return cls(Path(runs_dir) / run_name)
+
+    @property
+    def record(self) -> Path:
+        return self.run_dir / "record.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def final(self) -> Path:
+        return self.run_dir / "final"
+
+    @property
+    def analysis(self) -> Path:
+        return self.run_dir / "analysis"
+
+    def iter_dir(self, k: int) -> Path:
+        return self.run_dir / f"iter.{k:06d}"
+
+    def step_dir(self, k: int, step: str) -> Path:
+        return self.iter_dir(k) / STEP_DIRS[step]
+
+    def validation_metrics(self) -> list[Path]:
+        """Every iteration's ``metrics.json``, newest iteration first."""
+        return sorted(self.run_dir.glob(f"iter.*/{STEP_DIRS['validate']}/metrics.json"), reverse=True)
+
+    def final_models(self) -> list[Path]:
+        return sorted(self.final.glob("model.*.pth"))
