@@ -73,3 +73,24 @@ def test_analyze_without_input_fails_clearly(tmp_path):
 def test_cfg_prints_composed_config():
     out = run_cli("build", "--cfg", "system=lnpo")
     assert out.returncode == 0 and "metal: Ni" in out.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loop.max_iters=abc", "loop.max_iters='abc' must be a whole number >= 1"),
+    ("loop.max_iters=0", "loop.max_iters=0 must be a whole number >= 1"),
+    ("loop.max_iters=-1", "loop.max_iters=-1 must be a whole number >= 1"),
+    ("loop.label_budget=0", "loop.label_budget=0 must be a whole number >= 1"),
+    ("loop.init_rattle_ang=-0.1", "loop.init_rattle_ang=-0.1 must be a length >= 0"),
+    ("+loop.max_iter=3", "unknown key loop.max_iter"),
+])
+def test_bad_loop_settings_are_one_line_before_any_work(tmp_path, override, message):
+    out = run_cli("train", f"runs_dir={tmp_path}", override)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir()), "a refused command left a run folder behind"
+
+
+def test_a_refused_pretrained_model_freezes_no_config(tmp_path):
+    out = run_cli("train", f"runs_dir={tmp_path}", "run_name=bad", "model.pretrained=/nonexistent.pt")
+    assert out.returncode == 2 and "model.pretrained" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad" / "config.yaml").exists()

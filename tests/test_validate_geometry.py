@@ -85,3 +85,33 @@ def test_teacher_md_test_frames_start_built_then_follow_the_teachers_md(load_sys
             moved = np.linalg.norm(snap.positions - built.positions, axis=1)
             assert 0.005 < moved.mean() < 0.3  # thermal motion, not a rattle of every atom by the same law
         assert not np.allclose(snaps[0].positions, snaps[1].positions)
+
+
+def test_moments_reference_reads_the_teachers_moments_on_the_start(polaron_cell, tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from lfpo_al.label.chgnet import ChgnetLabeler
+    from lfpo_al.label.frames import LABELED_FILE, write_labeled
+    from lfpo_al.validate.reference import moments_reference
+
+    system, cell = polaron_cell
+    labeler = ChgnetLabeler(expected_magmom={"Fe": {2: 3.92, 3: 4.40}})
+    intended = cell.arrays["valence"]
+    teacher = intended.copy()
+    metal = np.flatnonzero(intended > 0)
+    oxidised, reduced = metal[intended[metal] == 3][0], metal[intended[metal] == 2][0]
+    teacher[oxidised], teacher[reduced] = 2, 3  # the teacher put one hole on another Fe
+    labeled = cell.copy()
+    labeled.new_array("magmoms", np.select([teacher == 3, teacher == 2], [4.41, 3.90], 0.0))
+    labeled.calc = SinglePointCalculator(labeled, energy=-1.0, forces=np.zeros((len(cell), 3)), stress=np.zeros(6))
+    write_labeled(labeled, tmp_path / LABELED_FILE)
+
+    reference = moments_reference(cell, tmp_path, labeler, system)
+    np.testing.assert_array_equal(reference.arrays[TEACHER_VALENCE], teacher)
+    np.testing.assert_array_equal(reference.positions, cell.positions)
+    moved = cell.copy()
+    moved.positions[0] += 0.1
+    with pytest.raises(RuntimeError, match="not the unperturbed polaron start"):
+        moments_reference(moved, tmp_path, labeler, system)
+    with pytest.raises(RuntimeError, match="did not label the polaron start"):
+        moments_reference(cell, tmp_path / "absent", labeler, system)

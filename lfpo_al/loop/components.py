@@ -1,4 +1,4 @@
-"""Everything a run needs, instantiated once from the composed config."""
+"""Everything a run needs, instantiated once from the composed config (every setting checked before any work)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,30 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from lfpo_al.config import instantiate_group, to_plain
+from lfpo_al.config import instantiate_group, make_settings, to_plain
+from lfpo_al.dispatch import MachineSettings
+from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.label.base import Labeler
+from lfpo_al.loop.settings import LoopSettings
+from lfpo_al.selection.settings import SelectionSettings
+from lfpo_al.structures.system import OlivineSystem
+from lfpo_al.tracking import TrackingSettings
+from lfpo_al.train.settings import EnsembleSettings
+from lfpo_al.validate.settings import ValidateSettings
 
 
 @dataclass
 class Components:
-    system: object
-    ensemble: object
-    explore: object
-    selection: object
-    labeler: object
-    validate: object
-    machine: object
-    tracking: object
+    system: OlivineSystem
+    ensemble: EnsembleSettings
+    explore: ExploreSettings
+    selection: SelectionSettings
+    labeler: Labeler
+    validate: ValidateSettings
+    machine: MachineSettings
+    tracking: TrackingSettings
     build_defaults: dict
-    loop: dict
+    loop: LoopSettings
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Components":
@@ -34,5 +43,5 @@ class Components:
             machine=instantiate_group(cfg, "machine"),
             tracking=instantiate_group(cfg, "tracking"),
             build_defaults=to_plain(cfg.build),
-            loop=to_plain(cfg.loop),
+            loop=make_settings(LoopSettings, to_plain(cfg.loop), "loop"),
         )

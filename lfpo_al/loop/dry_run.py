@@ -196,14 +196,14 @@ def make_plan(cfg: DictConfig) -> Plan:
         return [(family_name(s), len(build_structure(comp.system, s))) for s in build_specs(sections, comp.build_defaults)]
 
     md = count_atoms(explore.structures)
-    init = md + count_atoms(loop.get("init_structures") or [])
+    init = md + count_atoms(loop.init_structures)
     test = count_atoms(validate.test_structures)
     md_atoms = [n for _, n in md]
-    n_init, n_test = loop["init_frames_per_structure"], validate.frames_per_structure
+    n_init, n_test = loop.init_frames_per_structure, validate.frames_per_structure
     init_frames = [n for _, n in init for _ in range(n_init)]
     test_frames = [n for _, n in test for _ in range(n_test)]
 
-    budget, max_selected = loop["label_budget"], comp.selection.max_selected
+    budget, max_selected = loop.label_budget, comp.selection.max_selected
     n_selected = min(max_selected, max(1, budget))  # what the select step allows in iteration 0
     mean_md_atoms = round(sum(md_atoms) / len(md_atoms))
     setup = [
@@ -261,8 +261,8 @@ def make_plan(cfg: DictConfig) -> Plan:
         cost_model=f"{model_cost.name} (model.pretrained={ensemble.pretrained}); teacher {comp.labeler.name} at "
                    + (f"{cost:g} core-s/atom" if cost is not None else "unknown core-s/atom"),
         train_steps=ensemble.numb_steps, md_structures=md, temperatures=temperatures, md_steps=explore.n_steps, frames_per_task=frames_per_task,
-        setup=setup, iteration=iteration, max_iters=loop["max_iters"],
-        run_label_cap=min(budget, loop["max_iters"] * max_selected), notes=notes,
+        setup=setup, iteration=iteration, max_iters=loop.max_iters,
+        run_label_cap=min(budget, loop.max_iters * max_selected), notes=notes,
     )
 
 

@@ -19,6 +19,7 @@ from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import deepmd_systems
 from lfpo_al.loop.state import RunState
+from lfpo_al.selection.calibration import calibrate_for
 from lfpo_al.selection.step import select_step
 from lfpo_al.train.ensemble import Member, train_ensemble
 from lfpo_al.validate.step import validate_step
@@ -110,9 +111,11 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
     labeling = run_step(state, k, "label", label, tracker)
 
     def validate():
-        metrics = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
-                                comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)],
-                                calibration_settings=comp.selection)
+        validation = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
+                                   comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)])
+        calibration = calibrate_for(comp.selection, validation.deviation, validation.force_error,
+                                    out_png=validation.out_dir / "calibration.png")
+        metrics = validation.record(calibration)
         return {key: metrics[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang",
                                               "virial_rmse_mev_per_atom", "valence_agreement",
                                               "mean_mo_bond_error_ang")} | {"calibration": metrics["calibration"]}

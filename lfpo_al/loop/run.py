@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import ase.io
-import numpy as np
 from omegaconf import DictConfig
 
 from lfpo_al.config import to_plain
@@ -22,9 +21,7 @@ from lfpo_al.loop.report import print_summary
 from lfpo_al.loop.state import SETUP, RunState
 from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
-from lfpo_al.label.base import read_failure
-from lfpo_al.label.checks import valence_from_moments
-from lfpo_al.validate.geometry import TEACHER_VALENCE, relax_all, second_process
+from lfpo_al.validate.reference import teacher_references
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +32,8 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
     loop = comp.loop
 
     def init_data():
-        specs = build_specs(comp.explore.structures + loop.get("init_structures", []), comp.build_defaults)
-        frames = perturbed_frames(comp.system, specs, loop["init_frames_per_structure"], loop["init_rattle_ang"], seed=1)
+        specs = build_specs(comp.explore.structures + loop.init_structures, comp.build_defaults)
+        frames = perturbed_frames(comp.system, specs, loop.init_frames_per_structure, loop.init_rattle_ang, seed=1)
         report = label_frames(frames, comp.labeler, comp.machine, data_dir / "init", comp.system)
         return {"n_frames": report.n_labeled, "n_failed": report.n_failed}
 
@@ -45,11 +42,9 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         settings = comp.validate
         starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
         ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
-        reference = settings.reference_for(comp.labeler.core_seconds_per_atom)
-        # the teacher relaxes the polaron starts in a second process while the test frames are made
-        with second_process() as pool:
-            relaxing = (pool.submit(relax_all, comp.labeler.ase_calculator, starts, settings.relax_fmax,
-                                    settings.relax_steps) if reference == "teacher_relaxed" else None)
+        # the first test frame of each structure is its unperturbed start
+        start_tasks = [data_dir / "test" / f"task.{j * settings.frames_per_structure:06d}" for j in range(len(starts))]
+        with teacher_references(starts, comp.labeler, comp.system, settings, start_tasks) as references:
             test_frames = settings.test_frames_for(comp.labeler.core_seconds_per_atom)
             if test_frames == "teacher_md":
                 frames = teacher_md_frames(comp.system, specs, settings.frames_per_structure, comp.labeler.ase_calculator(),
@@ -57,16 +52,11 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
             else:
                 frames = perturbed_frames(comp.system, specs, settings.frames_per_structure, settings.rattle_ang, seed=2)
             report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
-            if relaxing is not None:
-                refs = relaxing.result()
-            else:  # the first test frame of each structure is its unperturbed start, already labeled
-                refs = [moments_reference(start, data_dir / "test" / f"task.{j * settings.frames_per_structure:06d}", comp)
-                        for j, start in enumerate(starts)]
-        for start, frame in zip(starts, refs):
-            frame.info["family"] = start.info["family"]
+            refs = references()
         ase.io.write(data_dir / "teacher_relaxed.extxyz", refs, format="extxyz")
         return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts),
-                "polaron_reference": reference, "test_frames": test_frames}
+                "polaron_reference": settings.reference_for(comp.labeler.core_seconds_per_atom),
+                "test_frames": test_frames}
 
     run_step(state, SETUP, "init_data", init_data, tracker)
     run_step(state, SETUP, "test_set", test_set, tracker)
@@ -78,23 +68,6 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
         teacher_relaxed=ase.io.read(data_dir / "teacher_relaxed.extxyz", index=":"),
     )
-
-
-def moments_reference(start, task_dir: Path, comp: Components):
-    """The built start with the teacher's valence per atom, from its moments on that very frame."""
-    if not comp.labeler.is_finished(task_dir) or read_failure(task_dir) is not None:
-        raise RuntimeError(f"the teacher did not label the polaron start {task_dir}: "
-                           f"{read_failure(task_dir) or 'no result'}; see {task_dir.parent / 'report.json'}")
-    labeled = comp.labeler.read_outputs(task_dir)
-    if not np.allclose(labeled.positions, start.positions, atol=1e-6):
-        raise RuntimeError(f"{task_dir} is not the unperturbed polaron start (validate.frames_per_structure changed?)")
-    metal = np.array(start.get_chemical_symbols()) == comp.system.metal
-    valence = np.zeros(len(start), dtype=int)
-    valence[metal] = valence_from_moments(labeled.arrays["magmoms"][metal], comp.labeler.expected_moments(comp.system),
-                                          comp.labeler.magmom_tolerance)
-    reference = start.copy()
-    reference.new_array(TEACHER_VALENCE, valence)
-    return reference
 
 
 def converged(row: dict, targets) -> bool:
@@ -129,13 +102,13 @@ def train_command(cfg: DictConfig) -> int:
     run_dir = RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir
     state = RunState(run_dir)
     with state.lock():
+        resolve_pretrained(comp.ensemble.pretrained, comp.ensemble.head)  # fail before any work or frozen config
         state.freeze_config(to_plain(cfg))
-        resolve_pretrained(comp.ensemble.pretrained, comp.ensemble.head)  # fail before any work
         tracker = Tracker(comp.tracking, run_dir, cfg.run_name, to_plain(cfg))
         try:
             data = prepare_data(comp, run_dir, state, tracker)
             rows, calibration, labels_used = [], None, 0
-            max_iters, budget = comp.loop["max_iters"], comp.loop["label_budget"]
+            max_iters, budget = comp.loop.max_iters, comp.loop.label_budget
             for k in range(max_iters):
                 row = run_iteration(k, comp, data, state, budget - labels_used, calibration, tracker)
                 rows.append(row)

@@ -51,6 +51,7 @@ import numpy as np
 from scipy import stats
 
 from lfpo_al.errors import UserError
+from lfpo_al.selection.settings import SelectionSettings
 
 MIN_FRAMES = 3
 SIGNIFICANCE = 0.05
@@ -91,6 +92,12 @@ def _fit_subset(log_deviation: np.ndarray) -> np.ndarray:
         return np.arange(n)
     by_deviation = np.argsort(log_deviation, kind="stable")
     return by_deviation[np.linspace(0, n - 1, MAX_FIT_FRAMES).round().astype(int)]
+
+
+def calibrate_for(settings: SelectionSettings, deviation, force_error, out_png: str | Path | None = None) -> dict:
+    """``calibrate`` with the selection's own target error and levels (``configs/selection/``)."""
+    return calibrate(deviation, force_error, settings.target_force_error, out_png,
+                     trust_hi_factor=settings.trust_hi_factor, error_quantile=settings.error_quantile)
 
 
 def calibrate(

@@ -1,9 +1,15 @@
-"""The validate step: test-set errors per composition, calibration of deviation, polaron geometry."""
+"""The validate step: test-set errors per composition, deviation against error, polaron geometry.
+
+It measures; judging what the deviation means (calibration, trust levels) is the selection's: the loop
+hands ``Validation.deviation`` and ``force_error`` to ``lfpo_al.selection.calibration`` and records the
+result with ``Validation.record``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +34,32 @@ def deviation_and_error(predictions) -> tuple[np.ndarray, np.ndarray]:
             np.concatenate([p.max_force_error() for p in predictions]))
 
 
+@dataclass
+class Validation:
+    """What the validate step measured, before its calibration is recorded.
+
+    metrics: ``metrics.json`` but for its ``calibration`` entry.
+    deviation, force_error: per-frame max force deviation of the members and max atomic force error of
+        member 0 (eV/A): the test frames, then this iteration's new labels.
+    """
+
+    metrics: dict
+    deviation: np.ndarray
+    force_error: np.ndarray
+    n_test_frames: int
+    out_dir: Path
+
+    def record(self, calibration: dict) -> dict:
+        """Add the calibration of ``deviation`` against ``force_error``; write ``metrics.json``; return it."""
+        calibration = {**calibration, "n_test_frames": self.n_test_frames,
+                       "n_new_frames": int(len(self.deviation) - self.n_test_frames)}
+        metrics = {**self.metrics, "calibration": calibration}
+        (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
+                 metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
+        return metrics
+
+
 def validate_step(
     models: list[Path],
     test_dirs: list[Path],
@@ -37,9 +69,8 @@ def validate_step(
     settings: ValidateSettings,
     out_dir: Path,
     new_label_dirs: list[Path] = (),
-    calibration_settings=None,
-) -> dict:
-    """Evaluate the ensemble; write ``metrics.json`` and plots in ``out_dir`` and return the metrics."""
+) -> Validation:
+    """Evaluate the ensemble; write the plots and ``deviation_vs_error.txt`` in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from deepmd.calculator import DP
@@ -48,7 +79,7 @@ def validate_step(
     with second_process() as pool:
         relaxing = pool.submit(relax_all, partial(DP, model=str(models[0])), polaron_starts, settings.relax_fmax,
                                settings.relax_steps)
-        metrics = _score(models, test_dirs, new_label_dirs, calibration_settings, out_dir)
+        metrics, deviation, error, n_test = _score(models, test_dirs, new_label_dirs, out_dir)
         relaxed = relaxing.result()
     ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
     geometry = compare_geometry(relaxed, teacher_relaxed, system)
@@ -60,17 +91,14 @@ def validate_step(
         bonds_teacher = np.concatenate([metal_valences(teacher_relaxed[i], system)[0] for i in relaxed_refs])
         bond_parity_plot(bonds_model, bonds_teacher, system.valence.bond_threshold, out_dir / "bond_parity.png")
 
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
-             metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
-    return metrics
+    return Validation(metrics, deviation, error, n_test, out_dir)
 
 
-def _score(models: list[Path], test_dirs: list[Path], new_label_dirs, calibration_settings, out_dir: Path) -> dict:
-    """Test-set errors (overall, per composition, per member), parity plot, deviation-error calibration."""
+def _score(models: list[Path], test_dirs: list[Path], new_label_dirs,
+           out_dir: Path) -> tuple[dict, np.ndarray, np.ndarray, int]:
+    """Test-set errors (overall, per composition, per member), parity plot; deviation and error per frame
+    of the test set and then of the new labels, and the number of test frames."""
     from deepmd.infer import DeepPot
-
-    from lfpo_al.selection.calibration import calibrate
 
     members = [DeepPot(str(m)) for m in models]
     test = predict(members, load_systems(test_dirs))
@@ -82,13 +110,6 @@ def _score(models: list[Path], test_dirs: list[Path], new_label_dirs, calibratio
     dev_test, err_test = deviation_and_error(test)
     dev_new, err_new = deviation_and_error(new)
     deviation, error = np.concatenate([dev_test, dev_new]), np.concatenate([err_test, err_new])
-    sel = calibration_settings
-    calibration = calibrate(
-        deviation, error, sel.target_force_error if sel else 0.15, out_png=out_dir / "calibration.png",
-        **({"trust_hi_factor": sel.trust_hi_factor, "error_quantile": sel.error_quantile} if sel else {}),
-    )
-    calibration["n_test_frames"], calibration["n_new_frames"] = int(len(dev_test)), int(len(dev_new))
-    metrics["calibration"] = calibration
     np.savetxt(out_dir / "deviation_vs_error.txt", np.column_stack([deviation, error]),
                header="max_devi_f(eV/A) max_force_error(eV/A); test frames first, then this iteration's labels")
-    return metrics
+    return metrics, deviation, error, int(len(dev_test))
