@@ -71,8 +71,8 @@ def tiny_members(tmp_path_factory, tiny_data, machine, load_system):
     that use it share the ``tiny_members`` xdist group so that this is once per run."""
     from lfpo_al.train.ensemble import train_ensemble
     from lfpo_al.train.pretrained import resolve_pretrained
-    from lfpo_al.train.settings import EnsembleSettings
+    from lfpo_al.train.settings import ModelSettings
 
-    settings = EnsembleSettings(n_members=2, numb_steps=4, bootstrap_fraction=0.75)
+    settings = ModelSettings(n_members=2, numb_steps=4, bootstrap_fraction=0.75)
     work = tmp_path_factory.mktemp("train")
     return train_ensemble(settings, load_system("lfpo").type_map, tiny_data, work, machine, resolve_pretrained("starter"))

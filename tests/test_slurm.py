@@ -24,7 +24,7 @@ from lfpo_al.label.driver import label_frames
 from lfpo_al.structures import BuildSpec, build_structure
 from lfpo_al.train.ensemble import train_ensemble
 from lfpo_al.train.pretrained import resolve_pretrained
-from lfpo_al.train.settings import EnsembleSettings
+from lfpo_al.train.settings import ModelSettings
 from slurm_cluster import load_local_slurm, slurm_cluster, start_cluster  # noqa: F401  (slurm_cluster: fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one loopback cluster per run
@@ -124,7 +124,7 @@ def test_ensemble_members_train_as_slurm_jobs(label_run, slurm_cluster, tmp_path
     """Two deepmd fine-tunes of 2 steps each from the starter model, one job per member."""
     _, machine = slurm_settings(slurm_cluster, "machine.resources.group_size=1")
     systems = sorted(p.parent for p in Path(label_run["report"].data_dir).rglob("type.raw"))
-    settings = EnsembleSettings(n_members=2, numb_steps=2, bootstrap_fraction=1.0)
+    settings = ModelSettings(n_members=2, numb_steps=2, bootstrap_fraction=1.0)
     members = train_ensemble(settings, label_run["system"].type_map, systems, tmp_path / "00.train", machine,
                              resolve_pretrained("starter"))
     assert all(m.frozen.is_file() and m.checkpoint.is_file() for m in members)

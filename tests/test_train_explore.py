@@ -13,7 +13,7 @@ from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
 from lfpo_al.train.ensemble import last_training_rmse, train_ensemble
 from lfpo_al.train.pretrained import resolve_pretrained
-from lfpo_al.train.settings import EnsembleSettings
+from lfpo_al.train.settings import ModelSettings
 
 pytestmark = pytest.mark.xdist_group("tiny_members")  # shares the session's trained members (conftest)
 
@@ -54,14 +54,14 @@ def test_member_zero_keeps_the_pretrained_fitting_net(members):
 
 
 def test_which_members_reinitialise_their_fitting_net():
-    assert [EnsembleSettings().reinitialises_fitting(i) for i in range(3)] == [False, True, True]
-    assert all(EnsembleSettings(diversify="reinit_fitting").reinitialises_fitting(i) for i in range(3))
-    assert not any(EnsembleSettings(diversify="keep_fitting").reinitialises_fitting(i) for i in range(3))
+    assert [ModelSettings().reinitialises_fitting(i) for i in range(3)] == [False, True, True]
+    assert all(ModelSettings(diversify="reinit_fitting").reinitialises_fitting(i) for i in range(3))
+    assert not any(ModelSettings(diversify="keep_fitting").reinitialises_fitting(i) for i in range(3))
 
 
 def test_training_skips_finished_members(members, tiny_data, machine, load_system):
     before = [m.frozen.stat().st_mtime_ns for m in members]
-    settings = EnsembleSettings(n_members=2, numb_steps=4)
+    settings = ModelSettings(n_members=2, numb_steps=4)
     again = train_ensemble(settings, load_system("lfpo").type_map, tiny_data, members[0].dir.parent, machine,
                            resolve_pretrained("starter"))
     assert [m.frozen.stat().st_mtime_ns for m in again] == before

@@ -14,14 +14,14 @@ from lfpo_al.loop.settings import LoopSettings
 from lfpo_al.selection.settings import SelectionSettings
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.tracking import TrackingSettings
-from lfpo_al.train.settings import EnsembleSettings
+from lfpo_al.train.settings import ModelSettings
 from lfpo_al.validate.settings import ValidateSettings
 
 
 @dataclass
 class Components:
     system: OlivineSystem
-    ensemble: EnsembleSettings
+    model: ModelSettings
     explore: ExploreSettings
     selection: SelectionSettings
     labeler: Labeler
@@ -35,7 +35,7 @@ class Components:
     def from_config(cls, cfg: DictConfig) -> "Components":
         return cls(
             system=instantiate_group(cfg, "system"),
-            ensemble=instantiate_group(cfg, "model"),
+            model=instantiate_group(cfg, "model"),
             explore=instantiate_group(cfg, "explore"),
             selection=instantiate_group(cfg, "selection"),
             labeler=instantiate_group(cfg, "label"),

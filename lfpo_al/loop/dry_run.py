@@ -190,7 +190,7 @@ def run_state_text(run_dir: Path) -> str:
 
 def make_plan(cfg: DictConfig) -> Plan:
     comp = Components.from_config(cfg)
-    loop, explore, validate, ensemble = comp.loop, comp.explore, comp.validate, comp.ensemble
+    loop, explore, validate, model = comp.loop, comp.explore, comp.validate, comp.model
 
     def count_atoms(sections: list[dict]) -> list[tuple[str, int]]:
         return [(family_name(s), len(build_structure(comp.system, s))) for s in build_specs(sections, comp.build_defaults)]
@@ -220,20 +220,20 @@ def make_plan(cfg: DictConfig) -> Plan:
     else:  # the polaron reference comes from the test set's own labels: no extra teacher work
         setup.append(Stage("polaron reference", len(test), "teacher moments of the test set's built starts", 0.0, 0.0, jobs=1))
 
-    model_cost = STARTER_COST if ensemble.pretrained == "starter" else LARGE_COST
-    per_batch = round(sum(batch_atoms(ensemble.batch_size, n) for _, n in init) / len(init))
-    member_s = ensemble.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
-    size, size_note = pretrained_size(ensemble.pretrained)
+    model_cost = STARTER_COST if model.pretrained == "starter" else LARGE_COST
+    per_batch = round(sum(batch_atoms(model.batch_size, n) for _, n in init) / len(init))
+    member_s = model.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
+    size, size_note = pretrained_size(model.pretrained)
     temperatures = list(explore.temperatures)
     n_md = len(md) * len(temperatures)
     frames_per_task = explore.n_steps // explore.record_every + 1  # the start frame, then every record_every steps
     md_s = (sum(md_atoms) * len(temperatures) * explore.n_steps * model_cost.md_core_s_per_atom_step
             + MD_TASK_STARTUP_S * n_md)
     iteration = [
-        Stage("train members", ensemble.n_members,
-              f"{ensemble.numb_steps} steps each, ~{per_batch} atoms per batch (batch_size {ensemble.batch_size})",
-              ensemble.n_members * member_s, ensemble.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
-              run_tasks_jobs(comp.machine, ensemble.n_members)),
+        Stage("train members", model.n_members,
+              f"{model.numb_steps} steps each, ~{per_batch} atoms per batch (batch_size {model.batch_size})",
+              model.n_members * member_s, model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
+              run_tasks_jobs(comp.machine, model.n_members)),
         Stage("MD tasks", n_md,
               f"{plural(len(md), 'structure')} x {plural(len(temperatures), 'temperature')} x {explore.n_steps} steps, "
               f"{frames_per_task} frames recorded each",
@@ -258,9 +258,9 @@ def make_plan(cfg: DictConfig) -> Plan:
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     return Plan(
         run_name=cfg.run_name, run_dir=run_dir, run_state=run_state_text(run_dir), where=machine_text(comp),
-        cost_model=f"{model_cost.name} (model.pretrained={ensemble.pretrained}); teacher {comp.labeler.name} at "
+        cost_model=f"{model_cost.name} (model.pretrained={model.pretrained}); teacher {comp.labeler.name} at "
                    + (f"{cost:g} core-s/atom" if cost is not None else "unknown core-s/atom"),
-        train_steps=ensemble.numb_steps, md_structures=md, temperatures=temperatures, md_steps=explore.n_steps, frames_per_task=frames_per_task,
+        train_steps=model.numb_steps, md_structures=md, temperatures=temperatures, md_steps=explore.n_steps, frames_per_task=frames_per_task,
         setup=setup, iteration=iteration, max_iters=loop.max_iters,
         run_label_cap=min(budget, loop.max_iters * max_selected), notes=notes,
     )

@@ -72,13 +72,13 @@ def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
 
 def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labels_left: int, calibration: dict | None,
                   tracker=None) -> dict:
-    n = comp.ensemble.n_members
+    n = comp.model.n_members
 
     def train():
         systems = deepmd_systems(data.init_data) + [s for j in range(k) for s in deepmd_systems(data.label_data(j))]
-        continue_members = k > 0 and not comp.ensemble.from_pretrained_each_iteration
+        continue_members = k > 0 and not comp.model.from_pretrained_each_iteration
         previous = data.members(k - 1, n) if continue_members else None
-        members = train_ensemble(comp.ensemble, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine,
+        members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine,
                                  data.pretrained, previous=previous)
         return {"models": [str(m.frozen) for m in members], "n_train_systems": len(systems)}
 

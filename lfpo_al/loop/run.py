@@ -62,7 +62,7 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
     run_step(state, SETUP, "test_set", test_set, tracker)
     return RunData(
         run_dir=run_dir,
-        pretrained=resolve_pretrained(comp.ensemble.pretrained, comp.ensemble.head),
+        pretrained=resolve_pretrained(comp.model.pretrained, comp.model.head),
         init_data=data_dir / "init" / "data",
         test_data=data_dir / "test" / "data",
         polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
@@ -102,7 +102,7 @@ def train_command(cfg: DictConfig) -> int:
     run_dir = RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir
     state = RunState(run_dir)
     with state.lock():
-        resolve_pretrained(comp.ensemble.pretrained, comp.ensemble.head)  # fail before any work or frozen config
+        resolve_pretrained(comp.model.pretrained, comp.model.head)  # fail before any work or frozen config
         state.freeze_config(to_plain(cfg))
         tracker = Tracker(comp.tracking, run_dir, cfg.run_name, to_plain(cfg))
         try:
@@ -123,7 +123,7 @@ def train_command(cfg: DictConfig) -> int:
                         "max_iters reached" if k == max_iters - 1 else None)
                 if stop:
                     break
-            final = freeze_final(data, k, comp.ensemble.n_members, row)
+            final = freeze_final(data, k, comp.model.n_members, row)
             state.append(k, "final", "done", outputs={"final_dir": str(final), "reason": stop})
             tracker.artifact(f"{cfg.run_name}-models", "model", [final], root=run_dir)
             tracker.artifact(f"{cfg.run_name}-data", "dataset", [data.init_data, data.test_data] +

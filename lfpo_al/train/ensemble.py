@@ -24,7 +24,7 @@ import numpy as np
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
 from lfpo_al.train.member_task import CHECKPOINT, FROZEN
 from lfpo_al.train.pretrained import RANDOM_HEAD
-from lfpo_al.train.settings import EnsembleSettings
+from lfpo_al.train.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def dp_executable() -> str:
     return str(Path(sys.executable).with_name("dp"))
 
 
-def training_input(settings: EnsembleSettings, type_map: list[str], systems: list[Path], seed: int) -> dict:
+def training_input(settings: ModelSettings, type_map: list[str], systems: list[Path], seed: int) -> dict:
     """A fine-tune input: architecture comes from the checkpoint (``--use-pretrain-script``)."""
     steps = settings.numb_steps
     return {
@@ -103,7 +103,7 @@ def member_command(start_from: Path, branch: str | None) -> str:
 
 
 def train_ensemble(
-    settings: EnsembleSettings,
+    settings: ModelSettings,
     type_map: list[str],
     systems: list[Path],
     work_dir: Path,

@@ -1,4 +1,4 @@
-"""Settings of the ensemble fine-tune (``configs/model/``)."""
+"""Settings of the model: the ensemble fine-tuned from a pretrained DPA-2 (``configs/model/``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ DIVERSIFY = ("reinit_fitting_except_first", "reinit_fitting", "keep_fitting")
 
 
 @dataclass
-class EnsembleSettings:
+class ModelSettings:
     """How the pretrained DPA-2 becomes an ensemble of fine-tuned members.
 
     ``pretrained``: ``starter`` (the model shipped with the package), a checkpoint path, or a deepmd
