@@ -17,8 +17,9 @@ from conftest import run_cli
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.errors import UserError
 from lfpo_al.loop.dry_run import (
-    LABEL_TASK_STARTUP_S, LARGE_COST, STARTER_COST, TRAIN_TASK_STARTUP_S, Stage, batch_atoms, make_plan, plan_text,
+    LABEL_TASK_STARTUP_S, LARGE_COST, STARTER_COST, TRAIN_TASK_STARTUP_S, Stage, batch_atoms, make_plan,
 )
+from lfpo_al.loop.plan_text import plan_text
 
 HAND = [
     "explore.structures=[{x: 0.5, li_order: random, seed: 0, supercell: [1, 2, 1]},"

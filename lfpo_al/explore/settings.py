@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -33,6 +34,17 @@ class ExploreSettings:
     abort_deviation: float = 3.0
     min_distance: float = 0.8
     seed: int = 0
+
+    @property
+    def n_trajectories(self) -> int:
+        """MD tasks of one explore step: one per structure and temperature."""
+        return len(self.structures) * len(self.temperatures)
+
+    @property
+    def frames_per_trajectory(self) -> int:
+        """Frames a trajectory that runs to the end records: the start, then one per ``record_every`` steps
+        (the engines run whole records past ``n_steps``)."""
+        return math.ceil(self.n_steps / self.record_every) + 1
 
     def __post_init__(self) -> None:
         if self.ensemble not in ENSEMBLES:

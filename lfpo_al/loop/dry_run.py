@@ -177,6 +177,10 @@ def machine_text(comp: Components) -> str:
     return text
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def run_state_text(run_dir: Path) -> str:
     records = RunState(run_dir).records()  # read only: a dry run neither locks nor writes
     if records:
@@ -204,7 +208,7 @@ def make_plan(cfg: DictConfig) -> Plan:
     test_frames = [n for _, n in test for _ in range(n_test)]
 
     budget, max_selected = loop.label_budget, comp.selection.max_selected
-    n_selected = min(max_selected, max(1, budget))  # what the select step allows in iteration 0
+    n_selected = comp.selection.capped(budget).max_selected  # what the select step allows in iteration 0
     mean_md_atoms = round(sum(md_atoms) / len(md_atoms))
     setup = [
         label_stage("label init data", f"{len(init)} structures x {n_init} frames, {atom_range(init_frames)}",
@@ -225,8 +229,8 @@ def make_plan(cfg: DictConfig) -> Plan:
     member_s = model.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
     size, size_note = pretrained_size(model.pretrained)
     temperatures = list(explore.temperatures)
-    n_md = len(md) * len(temperatures)
-    frames_per_task = explore.n_steps // explore.record_every + 1  # the start frame, then every record_every steps
+    n_md = explore.n_trajectories
+    frames_per_task = explore.frames_per_trajectory
     md_s = (sum(md_atoms) * len(temperatures) * explore.n_steps * model_cost.md_core_s_per_atom_step
             + MD_TASK_STARTUP_S * n_md)
     iteration = [
@@ -264,76 +268,3 @@ def make_plan(cfg: DictConfig) -> Plan:
         setup=setup, iteration=iteration, max_iters=loop.max_iters,
         run_label_cap=min(budget, loop.max_iters * max_selected), notes=notes,
     )
-
-
-def hours(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    h = seconds / 3600
-    return f"{h:.0f}" if h >= 100 else f"{h:.3g}" if h >= 0.001 else "<0.001"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    for unit, scale in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= scale:
-            return f"{seconds / scale:.2g} {unit}" if seconds < 10 * scale else f"{seconds / scale:.0f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def size_text(n_bytes: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.3g} {unit}"
-    return f"{n_bytes:.0f} B"
-
-
-def table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return ["  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-            for row in [header, *rows]]
-
-
-def stage_rows(stages: list[Stage]) -> list[list[str]]:
-    return [[s.name, ("<=" if s.at_most else "") + str(s.tasks), str(s.jobs), hours(s.core_s), duration(s.wall_s),
-             size_text(s.disk_bytes) if s.disk_bytes else "-", s.what] for s in stages]
-
-
-def plan_text(plan: Plan) -> str:
-    train, md, selected = plan.iteration
-    n_labels = sum(s.tasks for s in plan.setup if s.name.startswith("label")) + selected.tasks
-    lines = [
-        f"Dry run of train '{plan.run_name}': nothing is run or written.",
-        f"Run folder: {plan.run_dir} ({plan.run_state})",
-        f"Where: {plan.where}",
-        f"Costs: {plan.cost_model}",
-        "",
-        f"Iteration 0 submits {train.tasks} training members x {plan.train_steps} steps, "
-        f"{md.tasks} MD tasks x {plan.md_steps} steps, {n_labels} label tasks "
-        f"({plan.setup[0].tasks} initial + {plan.setup[1].tasks} test + <={selected.tasks} selected).",
-        "",
-        f"MD tasks (explore.structures x explore.temperatures = {len(plan.md_structures)} x {len(plan.temperatures)}):",
-        *table(["structure", "atoms", "temperatures (K)", "steps", "frames recorded"],
-               [[name, str(n), ", ".join(f"{t:g}" for t in plan.temperatures), str(plan.md_steps),
-                 str(plan.frames_per_task)] for name, n in plan.md_structures], right={1, 3, 4}),
-        "",
-    ]
-    header = ["stage", "tasks", "jobs", "core-h", "wall", "disk", "what"]
-    lines += ["Setup (once, before iteration 0):", *table(header, stage_rows(plan.setup), right={1, 2, 3, 4, 5}), ""]
-    lines += ["Each iteration (selected labels capped by what is left of loop.label_budget):",
-              *table(header, stage_rows(plan.iteration), right={1, 2, 3, 4, 5}), ""]
-    total_s, total_bytes = plan.whole_run()
-    lines.append(f"Whole run, at most (loop.max_iters={plan.max_iters}, <= {plan.run_label_cap} selected labels): "
-                 f"{hours(total_s)} core-h, {size_text(total_bytes)}")
-    lines += plan.notes
-    return "\n".join(lines)
-
-
-def print_plan(cfg: DictConfig) -> int:
-    print(plan_text(make_plan(cfg)))
-    return 0

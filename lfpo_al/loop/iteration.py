@@ -93,9 +93,7 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
     run_step(state, k, "explore", explore, tracker)
 
     def select():
-        settings = comp.selection
-        if labels_left < settings.max_selected:
-            settings = type(settings)(**{**settings.__dict__, "max_selected": max(1, labels_left)})
+        settings = comp.selection.capped(labels_left)
         report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), settings, calibration=calibration)
         summary = {key: report[key] for key in ("n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio")}
         return summary | {key: report["trust_levels"][key] for key in ("trust_lo", "trust_hi", "source")}

@@ -95,7 +95,7 @@ def freeze_final(data: RunData, k: int, n_members: int, row: dict) -> Path:
 
 def train_command(cfg: DictConfig) -> int:
     if cfg.loop.get("dry_run"):  # before the lock: a dry run leaves no trace in the run folder
-        from lfpo_al.loop.dry_run import print_plan
+        from lfpo_al.loop.plan_text import print_plan
 
         return print_plan(cfg)
     comp = Components.from_config(cfg)

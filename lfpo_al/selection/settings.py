@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 from lfpo_al.errors import UserError
@@ -56,6 +57,13 @@ class SelectionSettings:
             raise UserError(f"selection.trust_hi_factor={self.trust_hi_factor} must be > 1 (trust_hi sits above the target error)")
         if not _is_number(self.error_quantile) or not 0 < self.error_quantile < 1:
             raise UserError(f"selection.error_quantile={self.error_quantile} must lie strictly between 0 and 1 (0.5: median error)")
+
+    def capped(self, labels_left: int) -> SelectionSettings:
+        """These settings for an iteration with ``labels_left`` of the label budget: at most that many
+        frames are selected, and always one."""
+        if labels_left >= self.max_selected:
+            return self
+        return dataclasses.replace(self, max_selected=max(1, labels_left))
 
     @property
     def auto(self) -> bool:
