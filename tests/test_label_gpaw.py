@@ -104,7 +104,10 @@ def test_command_runs_gpaw_under_mpi_with_the_setups(tmp_path):
     command = GpawLabeler(setup_path=str(tmp_path), cores_per_task=4).command()
     assert command.startswith(f"GPAW_SETUP_PATH={tmp_path} ")
     assert "-m lfpo_al.label.gpaw_task" in command and "--ranks 4" in command
-    assert "mpirun -np 4" in command and "-m gpaw python" in command and "OMPI_ALLOW_RUN_AS_ROOT=1" in command
+    assert "mpirun -np 4" in command and "-m gpaw python" in command
+    # the MPI environment is the machine profile's, not the labeler's
+    assert "OMPI_ALLOW_RUN_AS_ROOT" not in command
+    assert instantiate_group(compose_config([]), "machine").envs["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
     assert f"{Path(sys.executable).parent}/mpirun" not in command
     serial = GpawLabeler(setup_path=str(tmp_path), mpi_command="").command()
     assert "mpirun" not in serial and "--ranks 1" in serial
@@ -319,7 +322,9 @@ def test_real_gpaw_scf_at_maxiter_is_failed_by_both_seedings(gpaw_works, system,
     labeler = GpawLabeler(ecut=300, maxiter=3, kpoint_spacing=2.0, mismatch_policy="relabel")
     labeler.write_inputs(cell, tmp_path, system)
     start = time.perf_counter()
-    run = subprocess.run(labeler.command(), shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **instantiate_group(compose_config([]), "machine").envs}  # as a job of the local machine
+    run = subprocess.run(labeler.command(), shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env=env)
     print(f"two GPAW seedings (2 ranks, maxiter 3): {time.perf_counter() - start:.1f} s")
     assert run.returncode == 0, run.stderr[-2000:]
     reason = json.loads((tmp_path / "failed.json").read_text())["reason"]

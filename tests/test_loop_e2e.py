@@ -6,6 +6,7 @@ dispatched through dpdispatcher, W&B offline.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,8 +30,8 @@ TINY = [
 ]
 
 
-def train(runs_dir, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "lfpo_al", "train", *TINY, f"runs_dir={runs_dir}"], cwd=ROOT,
+def train(runs_dir, *extra, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "lfpo_al", "train", *TINY, f"runs_dir={runs_dir}", *extra], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
 
 
@@ -78,3 +79,26 @@ def test_train_killed_during_labeling_resumes_without_relabeling(tmp_path):
     status = subprocess.run([sys.executable, "-m", "lfpo_al", "status", "run_name=e2e", f"runs_dir={tmp_path}"],
                             cwd=ROOT, capture_output=True, text=True)
     assert status.returncode == 0 and "finished" in status.stdout
+
+    # a finished run is never rewound: a lower loop.max_iters, or the same command again, touches nothing
+    final_files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run / "final").iterdir()}
+    n_records = len((run / "record.jsonl").read_text().splitlines())
+    for extra in (["loop.max_iters=1"], []):
+        again = train(tmp_path, *extra)
+        out, _ = again.communicate(timeout=600)
+        assert again.returncode == 0, out[-3000:]
+        assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run / "final").iterdir()} == final_files
+        assert len((run / "record.jsonl").read_text().splitlines()) == n_records, "a no-op resume appended records"
+
+    # a copied run folder resumes where it now is and reports its own final models
+    copy_root = tmp_path / "copied"
+    copy_root.mkdir()
+    shutil.copytree(run, copy_root / "moved", ignore=shutil.ignore_patterns("wandb", ".lock"))
+    shutil.rmtree(run)  # the original is gone: nothing may still point into it
+    elsewhere = [a for a in TINY if not a.startswith("run_name=")] + ["run_name=moved", f"runs_dir={copy_root}"]
+    moved = subprocess.run([sys.executable, "-m", "lfpo_al", "train", *elsewhere],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert moved.returncode == 0, moved.stdout[-2000:] + moved.stderr[-2000:]
+    status = subprocess.run([sys.executable, "-m", "lfpo_al", "status", "run_name=moved", f"runs_dir={copy_root}"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert status.returncode == 0 and f"final models in {copy_root / 'moved' / 'final'}" in status.stdout

@@ -74,3 +74,47 @@ def test_status_text(tmp_path):
     assert rows[0]["label_n_labeled"] == 4 and rows[0]["spearman_rho"] == 0.7
     text = status_text(tmp_path)
     assert "0.300" in text and "not finished" in text
+
+
+def test_a_torn_last_line_is_left_out_and_cut_off_by_the_next_append(tmp_path):
+    state = RunState(tmp_path)
+    state.append(SETUP, "init_data", outputs={"n_frames": 5})
+    state.append(0, "train")
+    whole = state.record_path.read_text()
+    state.record_path.write_text(whole + '{"iter": 0, "step": "explo')  # killed in the middle of a write
+    assert [r["step"] for r in state.records()] == ["init_data", "train"]
+    assert "not finished" in status_text(tmp_path) and "iter 0 train" in status_text(tmp_path)
+    state.append(0, "explore")
+    assert state.record_path.read_text() == whole + state.record_path.read_text().splitlines(keepends=True)[-1]
+    assert [r["step"] for r in state.records()] == ["init_data", "train", "explore"]
+
+
+def test_an_unreadable_line_inside_the_record_names_the_file_and_line(tmp_path):
+    state = RunState(tmp_path)
+    state.append(SETUP, "init_data")
+    state.record_path.write_text(state.record_path.read_text() + "not json\n")
+    state.append(0, "train")
+    with pytest.raises(UserError, match=r"record\.jsonl line 2 is not a record"):
+        state.records()
+
+
+def test_a_copied_run_folder_keeps_its_config(tmp_path):
+    state = RunState(tmp_path / "copy")
+    config = {"run_name": "demo", "runs_dir": "runs", "loop": {"max_iters": 3}}
+    state.freeze_config(config)
+    state.freeze_config({**config, "run_name": "copy", "runs_dir": str(tmp_path)})  # resumed where it now is
+
+
+def test_status_of_a_copied_run_names_its_own_final_folder(tmp_path):
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    RunState(original).append(1, "final", outputs={"final_dir": str(original / "final"), "reason": "max_iters reached"})
+    import shutil
+
+    shutil.copytree(original, copy)
+    text = status_text(copy)
+    assert f"final models in {copy / 'final'}" in text and str(original) not in text
+
+
+def test_status_of_a_missing_run_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="no run folder"):
+        status_text(tmp_path / "absent")

@@ -26,7 +26,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def arrhenius_plot(series: dict[str, list[tuple[float, float]]], fits: dict[str, dict | None], path: Path,
-                   metal: str = "Fe") -> Path:
+                   metal: str) -> Path:
     """ln k vs 1000/T per event kind with the fitted lines (Fig. 1b)."""
     fig, ax = plt.subplots(figsize=(5.2, 4))
     for kind, points in series.items():

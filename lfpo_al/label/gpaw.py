@@ -75,7 +75,7 @@ class GpawLabeler(Labeler):
     parameters: dict | None = None
     hubbard_u: dict | None = None
     setup_path: str | None = None
-    mpi_command: str = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np {cores}"
+    mpi_command: str = "mpirun -np {cores}"
     cores_per_task: int = 2
     mismatch_policy: str = "relabel"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from lfpo_al.errors import UserError
 from lfpo_al.structures.builder import BuildSpec, build_structure
 from lfpo_al.structures.system import OlivineSystem
 
@@ -77,3 +78,23 @@ def teacher_md_frames(
 def deepmd_systems(data_dir: Path) -> list[Path]:
     """The leaf deepmd/npy folders (those holding ``type.raw``) under ``data_dir``."""
     return sorted(p.parent for p in Path(data_dir).rglob("type.raw"))
+
+
+def check_deepmd_systems(systems: list[Path]) -> None:
+    """Every system reads back whole through dpdata, with finite labels; else a one-line error naming it.
+
+    Run before training, so that a damaged data file stops the step before any member folder exists.
+    """
+    import dpdata
+
+    for path in systems:
+        try:
+            system = dpdata.LabeledSystem(str(path), fmt="deepmd/npy")
+        except Exception as exc:  # numpy and dpdata raise many kinds for truncated or foreign files
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"training data {path} is unreadable ({type(exc).__name__}: {detail}); restore it, or "
+                            "delete it with the record lines of the step that wrote it and rerun") from None
+        for key in ("energies", "forces", "coords", "cells"):
+            if key in system.data and not np.all(np.isfinite(system.data[key])):
+                raise UserError(f"training data {path} holds non-finite {key}; restore it, or delete it with the "
+                                "record lines of the step that wrote it and rerun")

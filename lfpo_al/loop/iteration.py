@@ -17,7 +17,7 @@ from lfpo_al.explore.step import explore_step
 from lfpo_al.layout import RunLayout
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
-from lfpo_al.loop.data import deepmd_systems
+from lfpo_al.loop.data import check_deepmd_systems, deepmd_systems
 from lfpo_al.loop.state import RunState
 from lfpo_al.selection.calibration import calibrate_for
 from lfpo_al.selection.step import select_step
@@ -76,13 +76,15 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
 
     def train():
         systems = deepmd_systems(data.init_data) + [s for j in range(k) for s in deepmd_systems(data.label_data(j))]
+        check_deepmd_systems(systems)
         continue_members = k > 0 and not comp.model.from_pretrained_each_iteration
         previous = data.members(k - 1, n) if continue_members else None
         members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine,
                                  data.pretrained, previous=previous)
         return {"models": [str(m.frozen) for m in members], "n_train_systems": len(systems)}
 
-    models = [Path(p) for p in run_step(state, k, "train", train, tracker)["models"]]
+    run_step(state, k, "train", train, tracker)
+    models = [m.frozen for m in data.members(k, n)]  # from the layout: a moved run folder finds its own
 
     def explore():
         summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, data.step_dir(k, "explore"), comp.machine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lfpo_al.errors import UserError
 from lfpo_al.layout import STEP_DIRS, RunLayout
 from lfpo_al.loop.state import SETUP, RunState
 
@@ -54,6 +55,8 @@ def iteration_table(records: list[dict]) -> str:
 
 
 def status_text(run_dir: Path) -> str:
+    if not Path(run_dir).is_dir():
+        raise UserError(f"no run folder {run_dir}; check run_name= and runs_dir= (ls runs/ lists the runs)")
     state = RunState(run_dir)
     records = state.records()
     if not records:
@@ -66,7 +69,7 @@ def status_text(run_dir: Path) -> str:
     lines.append(iteration_table(records))
     if final:
         out = final[-1]["outputs"]
-        lines.append(f"finished ({out.get('reason')}): final models in {out.get('final_dir')}")
+        lines.append(f"finished ({out.get('reason')}): final models in {RunLayout(run_dir).final}")
     else:
         lines.append("not finished: rerun the same train command to resume")
     return "\n".join(lines)

@@ -123,11 +123,18 @@ def train_command(cfg: DictConfig) -> int:
                         "max_iters reached" if k == max_iters - 1 else None)
                 if stop:
                     break
-            final = freeze_final(data, k, comp.model.n_members, row)
-            state.append(k, "final", "done", outputs={"final_dir": str(final), "reason": stop})
-            tracker.artifact(f"{cfg.run_name}-models", "model", [final], root=run_dir)
-            tracker.artifact(f"{cfg.run_name}-data", "dataset", [data.init_data, data.test_data] +
-                             [data.label_data(j) for j in range(k + 1)], root=run_dir)
+            finished = state.final()
+            if finished is not None and finished["iter"] >= k:  # a finished run is never rewound
+                if finished["iter"] > k:
+                    print(f"run {run_dir} finished at iteration {finished['iter']} before; a resume that would stop "
+                          f"at iteration {k} ({stop}) leaves {data.layout.final} as it is")
+                stop = finished["outputs"].get("reason")
+            else:
+                final = freeze_final(data, k, comp.model.n_members, row)
+                state.append(k, "final", "done", outputs={"final_dir": str(final), "reason": stop})
+                tracker.artifact(f"{cfg.run_name}-models", "model", [final], root=run_dir)
+                tracker.artifact(f"{cfg.run_name}-data", "dataset", [data.init_data, data.test_data] +
+                                 [data.label_data(j) for j in range(k + 1)], root=run_dir)
         finally:
             tracker.finish()
     print_summary(state, run_dir, stop)

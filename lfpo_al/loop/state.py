@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -18,9 +19,12 @@ import yaml
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
 
-# keys that may change between a run's start and a resume: limits, targets, where jobs run, tracking
-RESUMABLE_KEYS = ("loop.max_iters", "loop.label_budget", "loop.dry_run", "validate.target_", "machine.", "tracking.")
+# keys that may change between a run's start and a resume: limits, targets, where jobs run, tracking, and
+# where the run folder is (a copied or moved run resumes where it now is)
+RESUMABLE_KEYS = ("loop.max_iters", "loop.label_budget", "loop.dry_run", "validate.target_", "machine.", "tracking.",
+                  "run_name", "runs_dir")
 SETUP = -1  # iteration number of the steps that build the initial and test data
+log = logging.getLogger(__name__)
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -40,10 +44,42 @@ class RunState:
         self.config_path = layout.config
 
     def records(self) -> list[dict]:
+        """The finished steps. A last line without its newline is the torn write of a killed run: it is
+        left out (and cut off by the next ``append``); any other unreadable line is an error naming it."""
         if not self.record_path.is_file():
             return []
-        lines = self.record_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        text = self.record_path.read_text()
+        lines = text.split("\n")
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                if number == len(lines):  # no newline after it: the write never finished
+                    log.warning("%s: ignoring the unfinished last line %d (a killed run's last write)",
+                                self.record_path, number)
+                    continue
+                raise UserError(f"{self.record_path} line {number} is not a record ({exc.msg}); "
+                                "repair or remove that line, then rerun") from None
+        return records
+
+    def _cut_torn_tail(self) -> None:
+        """Drop a last line without its newline before appending after it (rewritten atomically)."""
+        text = self.record_path.read_text()
+        if text and not text.endswith("\n"):
+            kept = text[: text.rfind("\n") + 1]
+            partial = self.record_path.with_name(f".{self.record_path.name}.partial")
+            with open(partial, "w") as fh:
+                fh.write(kept)
+                fh.flush()
+                os.fsync(fh.fileno())
+            partial.replace(self.record_path)
+
+    def final(self) -> dict | None:
+        """The last ``final`` record (the run finished there), or None."""
+        return next((rec for rec in reversed(self.records()) if rec["step"] == "final"), None)
 
     def done(self, iteration: int, step: str) -> dict | None:
         """The record of a finished step, or None."""
@@ -55,6 +91,8 @@ class RunState:
     def append(self, iteration: int, step: str, status: str = "done", **fields) -> dict:
         rec = {"iter": iteration, "step": step, "status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.record_path.is_file():
+            self._cut_torn_tail()
         with open(self.record_path, "a") as fh:  # one write per line: a killed run leaves whole lines
             fh.write(json.dumps(rec, default=float) + "\n")
             fh.flush()
