@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lfpo_al.errors import UserError
@@ -80,12 +81,19 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args, rest = cli.parse_known_args(argv)  # --dry-run or --cfg among the overrides leaves the rest over
+    unknown = [word for word in rest if word.startswith("-")]
+    if unknown:
+        cli.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides += rest
     setup_logging()
     try:
         overrides = args.overrides + (["loop.dry_run=true"] if getattr(args, "dry_run", False) else [])
         return run(args.command, overrides, args.cfg)
     except UserError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         print(f"lfpo_al {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

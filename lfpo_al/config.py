@@ -59,8 +59,10 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         raise UserError(f"bad override in '{' '.join(overrides)}': {detail}") from exc
 
 
-def instantiate_node(node: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with plain containers, re-raising our own errors unwrapped."""
+def instantiate_node(node: DictConfig, section: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with plain containers, re-raising our own errors unwrapped and any
+    other failure of the settings' own checks as one line naming ``section`` (``HYDRA_FULL_ERROR=1``
+    keeps the traceback)."""
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
@@ -69,13 +71,18 @@ def instantiate_node(node: DictConfig, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        raise
+        if section is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        first = exc.__cause__ or exc
+        detail = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
+        raise UserError(f"bad value in {section}: {type(first).__name__}: {detail}; check the {section}.* keys "
+                        f"(--cfg prints them)") from exc
 
 
 def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     if group not in cfg or cfg[group] is None:
         raise UserError(f"the config has no '{group}' section; pick one with {group}=<option>")
-    return instantiate_node(cfg[group], **kwargs)
+    return instantiate_node(cfg[group], group, **kwargs)
 
 
 def to_plain(node: DictConfig) -> dict:

@@ -148,6 +148,9 @@ def test_build_command_writes_extxyz(tmp_path):
     ("build.x=0.1", "build.x=0.1 is not reachable"),
     ("build.li_order=zigzag", "build.li_order='zigzag' is unknown"),
     ("build.li_order=planes_c build.x=0.25", "build.li_order=planes_c builds x = 0.5 only"),
+    ("build.x=half", "build.x='half' must be a number in [0, 1]"),
+    ("build.seed=abc", "build.seed='abc' must be a whole number"),
+    ("build.supercell=[1,a,2]", "build.supercell=[1, 'a', 2] must be three positive integers"),
 ])
 def test_build_command_errors_are_one_line(tmp_path, override, key):
     res = run_cli("build", *override.split(), f"build.output={tmp_path / 'x.extxyz'}")
@@ -155,3 +158,11 @@ def test_build_command_errors_are_one_line(tmp_path, override, key):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0], res.stderr
     assert not (tmp_path / "x.extxyz").exists()
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    for output in (tmp_path, tmp_path / "file" / "x.extxyz"):  # a folder; a path through a file
+        res = run_cli("build", "build.supercell=[1,1,1]", f"build.output={output}")
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert f"cannot write {output}" in res.stderr and "build.output" in res.stderr

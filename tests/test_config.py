@@ -82,8 +82,12 @@ def test_cfg_prints_composed_config():
     ("loop.label_budget=0", "loop.label_budget=0 must be a whole number >= 1"),
     ("loop.init_rattle_ang=-0.1", "loop.init_rattle_ang=-0.1 must be a length >= 0"),
     ("+loop.max_iter=3", "unknown key loop.max_iter"),
+    ("model.n_members=abc", "bad value in model: TypeError"),
+    ("explore.structures=[{x: 0.5, supercell: [1, 1, 0]}]", "explore.structures[0].supercell=[1, 1, 0]"),
+    ("explore.structures=[{x: 0.3, supercell: [1, 1, 1]}]", "explore.structures[0].x=0.3 is not reachable"),
+    ("validate.test_structures=[{x: 0.5, li_order: zigzag}]", "validate.test_structures[0].li_order='zigzag'"),
 ])
-def test_bad_loop_settings_are_one_line_before_any_work(tmp_path, override, message):
+def test_bad_settings_are_one_line_before_any_work(tmp_path, override, message):
     out = run_cli("train", f"runs_dir={tmp_path}", override)
     assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1
@@ -94,3 +98,10 @@ def test_a_refused_pretrained_model_freezes_no_config(tmp_path):
     out = run_cli("train", f"runs_dir={tmp_path}", "run_name=bad", "model.pretrained=/nonexistent.pt")
     assert out.returncode == 2 and "model.pretrained" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "config.yaml").exists()
+
+
+def test_dry_run_flag_may_stand_among_the_overrides(tmp_path):
+    out = run_cli("train", f"runs_dir={tmp_path}", "--dry-run", "run_name=plan")
+    assert out.returncode == 0 and "Dry run of train 'plan'" in out.stdout, out.stderr[-2000:]
+    bad = run_cli("train", f"runs_dir={tmp_path}", "--no-such-flag")
+    assert bad.returncode == 2 and "unrecognized arguments: --no-such-flag" in bad.stderr

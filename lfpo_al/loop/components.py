@@ -12,6 +12,7 @@ from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.label.base import Labeler
 from lfpo_al.loop.settings import LoopSettings
 from lfpo_al.selection.settings import SelectionSettings
+from lfpo_al.structures.builder import check_buildable
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.tracking import TrackingSettings
 from lfpo_al.train.settings import ModelSettings
@@ -33,7 +34,7 @@ class Components:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Components":
-        return cls(
+        comp = cls(
             system=instantiate_group(cfg, "system"),
             model=instantiate_group(cfg, "model"),
             explore=instantiate_group(cfg, "explore"),
@@ -45,3 +46,8 @@ class Components:
             build_defaults=to_plain(cfg.build),
             loop=make_settings(LoopSettings, to_plain(cfg.loop), "loop"),
         )
+        for section, structures in (("explore.structures", comp.explore.structures),
+                                    ("loop.init_structures", comp.loop.init_structures),
+                                    ("validate.test_structures", comp.validate.test_structures)):
+            check_buildable(comp.system, structures, comp.build_defaults, section)
+        return comp

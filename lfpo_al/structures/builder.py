@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from lfpo_al.config import make_settings
 from lfpo_al.errors import UserError
 from lfpo_al.structures import lithium, polaron
 from lfpo_al.structures.olivine import supercell
@@ -28,11 +31,15 @@ class BuildSpec:
     output: str = "structure.extxyz"
 
     def __post_init__(self) -> None:
-        reps = list(self.supercell)
-        if len(reps) != 3 or any(int(n) != n or n < 1 for n in reps):
+        reps = list(self.supercell) if isinstance(self.supercell, (list, tuple)) else [self.supercell]
+        if len(reps) != 3 or not all(_whole(n) and n >= 1 for n in reps):
             raise UserError(f"build.supercell={reps} must be three positive integers, e.g. [1,2,2]")
         self.supercell = [int(n) for n in reps]
+        if isinstance(self.x, bool) or not isinstance(self.x, (int, float)):
+            raise UserError(f"build.x={self.x!r} must be a number in [0, 1] (the Li fraction)")
         self.x = float(self.x)
+        if not _whole(self.seed):
+            raise UserError(f"build.seed={self.seed!r} must be a whole number")
         kind, _ = lithium.order_kind(self.li_order)
         if kind in ("planes", "interface") and abs(self.x - 0.5) > 1e-9:
             raise UserError(f"build.li_order={self.li_order} builds x = 0.5 only, got build.x={self.x}; set build.x=0.5")
@@ -40,10 +47,37 @@ class BuildSpec:
             raise UserError(f"build.polaron_rule={self.polaron_rule!r} is unknown; choose one of {', '.join(polaron.POLARON_RULES)}")
 
 
-def build_specs(structures: list[dict], defaults: dict) -> list[BuildSpec]:
-    """One BuildSpec per ``build``-style section, filled in from ``defaults`` (the config's ``build``)."""
+def _whole(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and int(value) == value
+
+
+@contextmanager
+def build_section(section: str):
+    """Errors of a build section listed under another key (``explore.structures[1]``) name that key."""
+    try:
+        yield
+    except UserError as exc:
+        if section == "build":
+            raise
+        raise UserError(re.sub(r"\bbuild\.", f"{section}.", str(exc))) from None
+
+
+def build_specs(structures: list[dict], defaults: dict, section: str = "build") -> list[BuildSpec]:
+    """One BuildSpec per ``build``-style section, filled in from ``defaults`` (the config's ``build``);
+    errors name ``section[i]``."""
     base = {k: v for k, v in defaults.items() if k != "output"}
-    return [BuildSpec(**{**base, **spec}) for spec in structures]
+    specs = []
+    for i, spec in enumerate(structures):
+        with build_section(section if section == "build" else f"{section}[{i}]"):
+            specs.append(make_settings(BuildSpec, {**base, **spec}, "build"))
+    return specs
+
+
+def check_buildable(system: OlivineSystem, structures: list[dict], defaults: dict, section: str) -> None:
+    """Build every section once (milliseconds each), so that an unbuildable one stops a run before any work."""
+    for i, spec in enumerate(build_specs(structures, defaults, section)):
+        with build_section(f"{section}[{i}]"):
+            build_structure(system, spec)
 
 
 def build_structure(system: OlivineSystem, spec: BuildSpec) -> Atoms:
@@ -106,6 +140,9 @@ def check_charge_balance(atoms: Atoms, system: OlivineSystem) -> None:
 
 def write_structure(atoms: Atoms, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ase.io.write(path, atoms, format="extxyz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ase.io.write(path, atoms, format="extxyz")
+    except OSError as exc:  # a folder where the file should go, a file where a folder should, no permission
+        raise UserError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); pick another build.output") from None
     return path
