@@ -206,3 +206,22 @@ def test_production_md_with_the_packaged_starter_model(tmp_path):
     (row,) = summary["runs"]
     assert row["n_frames"] == 21 and row["trusted_fraction"] is None and row["temperature_K"] == 600
     assert (tmp_path / "md" / "traj.000" / "model_devi.out").is_file() and summary["source"]["models"] == [str(STARTER)]
+
+
+def test_one_frame_foreign_species_and_failed_runs_leave_nothing(trajectories, tmp_path, load_system):
+    import ase.io
+
+    frames = ase.io.read(trajectories[0][0], index=":2")
+    single = tmp_path / "single.extxyz"
+    ase.io.write(single, frames[:1], format="extxyz")
+    with pytest.raises(UserError, match=r"holds 1 frame\(s\): a trajectory needs at least two"):
+        analyze(f"analysis.trajectories=[{single}]", "analysis.temperatures=[600]", f"analysis.output_dir={tmp_path / 'a'}")
+    copper = tmp_path / "copper.extxyz"
+    for frame in frames:
+        frame.symbols[0] = "Cu"
+    ase.io.write(copper, frames, format="extxyz")
+    with pytest.raises(UserError, match=r"species \['Cu', 'Fe', 'Li', 'O', 'P'\] outside"):
+        analyze(f"analysis.trajectories=[{copper}]", "analysis.temperatures=[600]", f"analysis.output_dir={tmp_path / 'b'}")
+    with pytest.raises(UserError, match="analysis.run_name=nope"):
+        analyze("analysis.run_name=nope", f"runs_dir={tmp_path / 'runs'}")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "runs").exists()

@@ -9,11 +9,11 @@ is used when ``runs/<run_name>/final`` holds models. Outputs go to ``analysis.ou
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lfpo_al.layout import RunLayout
 from lfpo_al.analysis import report
 from lfpo_al.analysis.pipeline import analyze_trajectory
 from lfpo_al.analysis.production import TrajectorySource, model_paths, run_production, trust_level
@@ -21,6 +21,7 @@ from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import load_trajectory
 from lfpo_al.config import instantiate_group, to_plain
 from lfpo_al.errors import UserError
+from lfpo_al.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,28 @@ def analyze_command(cfg: DictConfig) -> int:
     system = instantiate_group(cfg, "system")
     tracking = instantiate_group(cfg, "tracking")
     mode, run_name, out_dir = resolve_mode(settings, cfg)
+    created = _first_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _analyze(settings, system, tracking, cfg, mode, run_name, out_dir)
+    except BaseException:
+        if created is not None and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)  # a failed analysis leaves no empty folders behind
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir(parents=True)`` creates)."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _analyze(settings: AnalysisSettings, system, tracking, cfg: DictConfig, mode: str, run_name: str | None,
+             out_dir: Path) -> int:
     sources, source_info = _sources(settings, cfg, system, mode, run_name, out_dir)
     run_dir = Path(cfg.get("runs_dir", "runs")) / run_name if run_name else None
     level, level_source = trust_level(settings, run_dir)

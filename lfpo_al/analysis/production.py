@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfpo_al.layout import RunLayout
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.errors import UserError
+from lfpo_al.layout import RunLayout
 from lfpo_al.explore.settings import ExploreSettings
 
 log = logging.getLogger(__name__)

@@ -82,7 +82,7 @@ def _symbols(frames, system: OlivineSystem, path: Path, key: str) -> np.ndarray:
     numbers = frames[0].numbers
     if numbers.min() >= 1 and numbers.max() <= len(system.type_map):  # LAMMPS types read as atomic numbers
         return np.array(system.type_map)[numbers - 1]
-    raise UserError(f"{key}: {path} has species {sorted(set(symbols))} outside system.type_map {system.type_map}; "
+    raise UserError(f"{key}: {path} has species {sorted(map(str, set(symbols)))} outside system.type_map {system.type_map}; "
                     "pick the matching system=")
 
 
@@ -139,6 +139,8 @@ def load_trajectory(path: str | Path, system: OlivineSystem, frame_interval_fs: 
     """Read a trajectory file into arrays; errors name the config key to fix."""
     path = Path(path)
     frames = _read_frames(path, key)
+    if len(frames) < 2:
+        raise UserError(f"{key}: {path} holds {len(frames)} frame(s): a trajectory needs at least two to have a duration")
     symbols = _symbols(frames, system, path, key)
     positions = np.stack([a.positions for a in frames]).astype(np.float32)
     cells = np.stack([a.cell.array for a in frames]).astype(np.float64)
