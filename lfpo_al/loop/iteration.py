@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ase.io
@@ -18,6 +18,7 @@ from lfpo_al.layout import RunLayout
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import check_deepmd_systems, deepmd_systems
+from lfpo_al.loop.outcomes import ExploreOutcome, IterationRow, LabelOutcome, SelectOutcome, TrainOutcome, ValidateOutcome
 from lfpo_al.loop.state import RunState
 from lfpo_al.selection.calibration import calibrate_for
 from lfpo_al.selection.step import select_step
@@ -71,7 +72,7 @@ def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
 
 
 def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labels_left: int, calibration: dict | None,
-                  tracker=None) -> dict:
+                  tracker=None) -> IterationRow:
     n = comp.model.n_members
 
     def train():
@@ -81,7 +82,7 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
         previous = data.members(k - 1, n) if continue_members else None
         members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine,
                                  data.pretrained, previous=previous)
-        return {"models": [str(m.frozen) for m in members], "n_train_systems": len(systems)}
+        return asdict(TrainOutcome(models=[str(m.frozen) for m in members], n_train_systems=len(systems)))
 
     run_step(state, k, "train", train, tracker)
     models = [m.frozen for m in data.members(k, n)]  # from the layout: a moved run folder finds its own
@@ -89,36 +90,31 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
     def explore():
         summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, data.step_dir(k, "explore"), comp.machine,
                                iteration=k)
-        stops = [t["stop_reason"] for t in summary["trajectories"] if t.get("stop_reason")]
-        return {"n_trajectories": len(summary["trajectories"]), "n_stopped": len(stops)}
+        return asdict(ExploreOutcome.from_summary(summary))
 
     run_step(state, k, "explore", explore, tracker)
 
     def select():
         settings = comp.selection.capped(labels_left)
         report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), settings, calibration=calibration)
-        summary = {key: report[key] for key in ("n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio")}
-        return summary | {key: report["trust_levels"][key] for key in ("trust_lo", "trust_hi", "source")}
+        return asdict(SelectOutcome.from_report(report))
 
-    selection = run_step(state, k, "select", select, tracker)
+    selection = SelectOutcome(**run_step(state, k, "select", select, tracker))
 
     def label():
         path = data.step_dir(k, "select") / "selected.extxyz"
-        frames = ase.io.read(path, index=":") if path.is_file() and selection["n_selected"] else []
+        frames = ase.io.read(path, index=":") if path.is_file() and selection.n_selected else []
         report = label_frames(frames, comp.labeler, comp.machine, data.step_dir(k, "label"), comp.system)
-        return {key: getattr(report, key) for key in ("n_tasks", "n_labeled", "n_failed", "n_valence_mismatch")}
+        return asdict(LabelOutcome.from_report(report))
 
-    labeling = run_step(state, k, "label", label, tracker)
+    labeling = LabelOutcome(**run_step(state, k, "label", label, tracker))
 
     def validate():
         validation = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
                                    comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)])
         calibration = calibrate_for(comp.selection, validation.deviation, validation.force_error,
                                     out_png=validation.out_dir / "calibration.png")
-        metrics = validation.record(calibration)
-        return {key: metrics[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang",
-                                              "virial_rmse_mev_per_atom", "valence_agreement",
-                                              "mean_mo_bond_error_ang")} | {"calibration": metrics["calibration"]}
+        return asdict(ValidateOutcome.from_metrics(validation.record(calibration)))
 
-    metrics = run_step(state, k, "validate", validate, tracker)
-    return {"iter": k, **selection, **{f"label_{a}": b for a, b in labeling.items()}, **metrics}
+    validation = ValidateOutcome(**run_step(state, k, "validate", validate, tracker))
+    return IterationRow(k, selection, labeling, validation)

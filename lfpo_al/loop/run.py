@@ -17,11 +17,13 @@ from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import perturbed_frames, teacher_md_frames
 from lfpo_al.loop.iteration import RunData, run_iteration, run_step
+from lfpo_al.loop.outcomes import IterationRow
 from lfpo_al.loop.report import print_summary
 from lfpo_al.loop.state import SETUP, RunState
 from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.validate.reference import teacher_references
+from lfpo_al.validate.settings import ValidateSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,10 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
     )
 
 
-def converged(row: dict, targets) -> bool:
-    return (row.get("accurate_ratio", 0.0) >= targets.target_accurate_ratio
-            and row["force_rmse_ev_per_ang"] <= targets.target_force_rmse
-            and row["valence_agreement"] >= targets.target_valence_agreement)
+def converged(row: IterationRow, targets: ValidateSettings) -> bool:
+    return (row.select.accurate_ratio >= targets.target_accurate_ratio
+            and row.validate.force_rmse_ev_per_ang <= targets.target_force_rmse
+            and row.validate.valence_agreement >= targets.target_valence_agreement)
 
 
 def log_selected_frames(tracker, report_path: Path, k: int) -> None:
@@ -84,12 +86,12 @@ def log_selected_frames(tracker, report_path: Path, k: int) -> None:
     tracker.table("selected_frames", columns, rows, step=k)
 
 
-def freeze_final(data: RunData, k: int, n_members: int, row: dict) -> Path:
+def freeze_final(data: RunData, k: int, n_members: int, row: IterationRow) -> Path:
     final = data.layout.final
     final.mkdir(exist_ok=True)
     for member in data.members(k, n_members):
         shutil.copy2(member.frozen, final / f"model.{member.index:03d}.pth")
-    (final / "metrics.json").write_text(json.dumps(row, indent=2, default=float))
+    (final / "metrics.json").write_text(json.dumps(row.flat(), indent=2, default=float))
     return final
 
 
@@ -107,14 +109,13 @@ def train_command(cfg: DictConfig) -> int:
         tracker = Tracker(comp.tracking, run_dir, cfg.run_name, to_plain(cfg))
         try:
             data = prepare_data(comp, run_dir, state, tracker)
-            rows, calibration, labels_used = [], None, 0
+            calibration, labels_used = None, 0
             max_iters, budget = comp.loop.max_iters, comp.loop.label_budget
             for k in range(max_iters):
                 row = run_iteration(k, comp, data, state, budget - labels_used, calibration, tracker)
-                rows.append(row)
-                labels_used += row.get("label_n_labeled", 0)
-                calibration = row.get("calibration")
-                tracker.log({key: v for key, v in row.items() if key != "iter"}, step=k, images={
+                labels_used += row.label.n_labeled
+                calibration = row.validate.calibration
+                tracker.log({key: v for key, v in row.flat().items() if key != "iter"}, step=k, images={
                     f"plots/{name}": data.step_dir(k, "validate") / f"{name}.png"
                     for name in ("parity", "calibration", "bond_parity")})
                 log_selected_frames(tracker, data.step_dir(k, "select") / "report.json", k)
