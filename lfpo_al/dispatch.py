@@ -30,12 +30,12 @@ class MachineSettings:
         from dpdispatcher import Machine, Resources
 
         checks = (
-            ("machine", Machine.arginfo()),
-            ("resources", Resources.arginfo(detail_kwargs="batch_type" in self.resources)),
+            ("machine", Machine.arginfo(), self.machine),
+            ("resources", Resources.arginfo(detail_kwargs="batch_type" in self.resources), self.resources_for(1)),
         )
-        for name, schema in checks:
+        for name, schema, given in checks:
             try:
-                value = schema.normalize_value(dict(getattr(self, name)), trim_pattern="_*")
+                value = schema.normalize_value(dict(given), trim_pattern="_*")
                 schema.check_value(value, strict=False)
             except Exception as exc:  # dargs raises its own ArgumentKeyError/ArgumentTypeError
                 raise UserError(f"machine.{name} is not a valid dpdispatcher {name}: {str(exc).splitlines()[0]}") from exc
@@ -45,6 +45,14 @@ class MachineSettings:
             raise UserError(
                 "machine.machine.remote_root is required with SSHContext: a folder on the cluster its compute nodes see"
             )
+
+    def resources_for(self, cores_per_task: int) -> dict:
+        """The resources of a job whose tasks use ``cores_per_task`` cores each: ``cpu_per_node: null``
+        (a queue) asks for exactly that, so a label job gets the labeler's cores and training or MD one."""
+        resources = dict(self.resources)
+        if resources.get("cpu_per_node") is None:
+            resources["cpu_per_node"] = int(cores_per_task)
+        return resources
 
 
 @dataclass
@@ -57,7 +65,8 @@ class TaskSpec:
     backward_files: list[str]
 
 
-def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec], check_interval: float = 2.0) -> None:
+def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec], check_interval: float = 2.0,
+              cores_per_task: int = 1) -> None:
     """Run ``tasks`` through dpdispatcher and wait; results come back into each task folder.
 
     A rerun with the same task list recovers dpdispatcher's record of this submission, so tasks that
@@ -73,7 +82,8 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     machine_dict = {**settings.machine, "local_root": str(work_base)}
     machine_dict.setdefault("remote_root", str(work_base / ".dispatch"))
     machine = Machine.load_from_dict(machine_dict)
-    resources_dict = {**settings.resources, "envs": {**settings.resources.get("envs", {}), **settings.envs}}
+    resources_dict = settings.resources_for(cores_per_task)
+    resources_dict["envs"] = {**settings.resources.get("envs", {}), **settings.envs}
     if settings.parallel_jobs:
         resources_dict["group_size"] = -(-len(tasks) // settings.parallel_jobs)
     resources = Resources.load_from_dict(resources_dict)

@@ -169,3 +169,12 @@ def _accepts(unix_socket: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_a_queue_job_asks_for_the_cores_of_its_task():
+    cfg = compose_config(["machine=slurm"])
+    machine = instantiate_group(cfg, "machine")
+    assert machine.resources["cpu_per_node"] is None  # from the task, not from the label config
+    assert machine.resources_for(16)["cpu_per_node"] == 16 and machine.resources_for(1)["cpu_per_node"] == 1
+    local = instantiate_group(compose_config([]), "machine")
+    assert local.resources_for(16)["cpu_per_node"] == local.resources["cpu_per_node"] == 2  # a node's own count stays

@@ -170,7 +170,7 @@ def _dispatch_until_decided(
                      ", ".join(t.name for t in batch))
             poll = SHELL_POLL_S if machine.machine.get("batch_type") == "Shell" else QUEUE_POLL_S
             with _watch_round(bar, batch, machine, work_dir):
-                run_tasks(settings, work_dir, specs, check_interval=poll)
+                run_tasks(settings, work_dir, specs, check_interval=poll, cores_per_task=labeler.cores_per_task)
             n_dispatched += len(batch)
             for task in batch:
                 unpack_outputs(task.dir)

@@ -170,7 +170,9 @@ def machine_text(comp: Components) -> str:
         text += f" on {host}"
     if resources.get("queue_name"):
         text += f", queue {resources['queue_name']}"
-    text += (f", {resources.get('number_node', 1)} node(s) x {resources.get('cpu_per_node', 1)} cores,"
+    cores = resources.get("cpu_per_node")
+    cores_text = "each task's" if cores is None else str(cores)
+    text += (f", {resources.get('number_node', 1)} node(s) x {cores_text} cores,"
              f" {resources.get('gpu_per_node', 0)} GPUs")
     if comp.machine.parallel_jobs:
         text += f"; training and MD in {comp.machine.parallel_jobs} parallel jobs"
