@@ -76,3 +76,13 @@ def tiny_members(tmp_path_factory, tiny_data, machine, load_system):
     settings = ModelSettings(n_members=2, numb_steps=4, bootstrap_fraction=0.75)
     work = tmp_path_factory.mktemp("train")
     return train_ensemble(settings, load_system("lfpo").type_map, tiny_data, work, machine, resolve_pretrained("starter"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first, so the two test workers finish together: the real DFT label (minutes on both
+    cores), then the other slow tests, then the rest, each in collection order."""
+    def rank(item):
+        dft, slow = item.get_closest_marker("dft") is not None, item.get_closest_marker("slow") is not None
+        return 0 if dft and slow else 1 if dft else 2 if slow else 3
+
+    items.sort(key=rank)  # stable: collection order within a rank
