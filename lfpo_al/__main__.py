@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        if name == "status":
+            cmd.add_argument("--check", action="store_true",
+                             help="also read back every dataset and model of the run and name any damaged file")
         if name == "train":
             cmd.add_argument("--dry-run", action="store_true",
                              help="print what one iteration would submit and its estimated cost, run nothing "
@@ -42,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(command: str, overrides: list[str], show_cfg: bool) -> int:
+def run(command: str, overrides: list[str], show_cfg: bool, check: bool = False) -> int:
     from omegaconf import OmegaConf
 
     from lfpo_al.config import compose_config
@@ -63,7 +66,14 @@ def run(command: str, overrides: list[str], show_cfg: bool) -> int:
         from lfpo_al.layout import RunLayout
         from lfpo_al.loop.report import status_text
 
-        print(status_text(RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir))
+        run_dir = RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir
+        print(status_text(run_dir))
+        if check:
+            from lfpo_al.loop.verify import check_text
+
+            text, whole = check_text(run_dir)
+            print(text)
+            return 0 if whole else 1
         return 0
     if command == "analyze":
         from lfpo_al.analysis.cli import analyze_command
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         overrides = args.overrides + (["loop.dry_run=true"] if getattr(args, "dry_run", False) else [])
-        return run(args.command, overrides, args.cfg)
+        return run(args.command, overrides, args.cfg, getattr(args, "check", False))
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
