@@ -7,7 +7,9 @@ the two dicts against dpdispatcher's own argument schema and builds its objects.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
+import sys
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,14 @@ class TaskSpec:
     backward_files: list[str]
 
 
+def watched(command: str, settings: MachineSettings) -> str:
+    """On a Shell machine every task runs under ``lfpo_al.watchdog``, which stops it if the process that
+    dispatched it dies (jobs there are that process's children); queued jobs outlive it by design."""
+    if str(settings.machine.get("batch_type", "")).lower() != "shell":
+        return command
+    return f"{shlex.quote(sys.executable)} -m lfpo_al.watchdog {shlex.quote(command)}"
+
+
 def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec], check_interval: float = 2.0,
               cores_per_task: int = 1) -> None:
     """Run ``tasks`` through dpdispatcher and wait; results come back into each task folder.
@@ -89,7 +99,7 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     resources = Resources.load_from_dict(resources_dict)
     prefix = f"{settings.command_prefix} " if settings.command_prefix else ""
     task_list = [
-        Task(command=prefix + t.command, task_work_path=t.task_dir, forward_files=t.forward_files,
+        Task(command=watched(prefix + t.command, settings), task_work_path=t.task_dir, forward_files=t.forward_files,
              backward_files=t.backward_files, outlog="task.log", errlog="task.err")
         for t in tasks
     ]

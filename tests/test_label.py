@@ -301,6 +301,7 @@ def test_valence_from_moments_uses_nearest_expected_moment():
 
 
 KILL_SCRIPT = """
+import os
 import sys
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.dispatch import MachineSettings
@@ -308,6 +309,8 @@ from lfpo_al.label.driver import label_frames
 from lfpo_al.structures import BuildSpec, build_structure
 
 # rounds of 2 jobs x 2 tasks (one process per task), or of one job of 3 tasks (batch): results land mid-run
+if sys.argv[3] == "watched":  # as train does: its Shell jobs stop when it dies
+    os.environ["LFPO_AL_OWNER_PID"] = str(os.getpid())
 cfg = compose_config(["machine.resources.group_size=2", f"label.batch_size={sys.argv[2]}"])
 system = instantiate_group(cfg, "system")
 frames = [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=0.5, seed=seed)) for seed in range(8)]
@@ -315,9 +318,10 @@ label_frames(frames, instantiate_group(cfg, "label"), instantiate_group(cfg, "ma
 """
 
 
-def start_labeling(script: Path, work_dir: Path, batch_size: int) -> subprocess.Popen:
+def start_labeling(script: Path, work_dir: Path, batch_size: int, watched: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(script), str(work_dir), str(batch_size)], cwd=script.parent, env=env,
+    args = [str(work_dir), str(batch_size), "watched" if watched else "free"]
+    return subprocess.Popen([sys.executable, str(script), *args], cwd=script.parent, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
@@ -345,17 +349,21 @@ def pids_alive(pids: list[int]) -> list[int]:
 
 
 @pytest.mark.parametrize("kill, batch_size", [
-    ("process_group", 1), ("process_group", 3), pytest.param("driver_only", 1, marks=pytest.mark.slow)])
+    ("process_group", 1), ("process_group", 3), pytest.param("driver_only", 1, marks=pytest.mark.slow),
+    pytest.param("driver_watched", 1, marks=pytest.mark.slow)])
 def test_killed_run_resumes_without_redoing_tasks(tmp_path, kill, batch_size):
     """Kill a run once some results are home and others finished remotely only; rerun; nothing is redone.
 
     ``process_group`` kills the driver and the Shell jobs it launched (they share its process group);
-    ``driver_only`` leaves the jobs running into the rerun, as after a lost login shell. With
-    ``batch_size`` 3 one process labels a whole job's tasks.
+    ``driver_only`` leaves the jobs running into the rerun, as after a lost login shell;
+    ``driver_watched`` kills the driver alone as ``train`` runs it (owner pid exported), so its jobs
+    stop within seconds and none writes into the folder meanwhile. With ``batch_size`` 3 one process
+    labels a whole job's tasks.
     """
     script, work_dir = tmp_path / "label.py", tmp_path / "03.label"
     script.write_text(KILL_SCRIPT)
-    proc = start_labeling(script, work_dir, batch_size)
+    watched = kill == "driver_watched"
+    proc = start_labeling(script, work_dir, batch_size, watched)
     deadline = time.time() + 240
     while not (list(work_dir.glob(f"task.*/{LABELED_FILE}")) and finished_remotely_only(work_dir)):
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
@@ -370,15 +378,23 @@ def test_killed_run_resumes_without_redoing_tasks(tmp_path, kill, batch_size):
     if kill == "process_group":
         time.sleep(0.5)
         assert pids_alive(job_pids) == [], "Shell jobs outlived the kill of their process group"
-    else:
+    elif kill == "driver_only":
         assert pids_alive(job_pids), "the jobs should still run after only the driver was killed"
+    else:
+        deadline = time.time() + 20
+        while pids_alive(job_pids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert pids_alive(job_pids) == [], "jobs kept running after the train that dispatched them died"
+        labels = {p: p.stat().st_mtime_ns for p in work_dir.rglob(LABELED_FILE)}
+        time.sleep(2.0)
+        assert {p: p.stat().st_mtime_ns for p in work_dir.rglob(LABELED_FILE)} == labels, "an orphan still writes"
 
     home = {p.parent.name: fingerprint(p) for p in work_dir.glob(f"task.*/{LABELED_FILE}")}
     remote = {d.name: hashlib.sha1((d / "outputs" / LABELED_FILE).read_bytes()).hexdigest()
               for d in finished_remotely_only(work_dir)}
     assert home and remote and not set(home) & set(remote)
 
-    rerun = start_labeling(script, work_dir, batch_size)
+    rerun = start_labeling(script, work_dir, batch_size, watched)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()[-3000:]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 from lfpo_al.config import to_plain
 from lfpo_al.layout import RunLayout
 from lfpo_al.tracking import Tracker
+from lfpo_al.watchdog import OWNER_ENV
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import perturbed_frames, teacher_md_frames
@@ -103,6 +105,7 @@ def train_command(cfg: DictConfig) -> int:
     comp = Components.from_config(cfg)
     run_dir = RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir
     state = RunState(run_dir)
+    os.environ[OWNER_ENV] = str(os.getpid())  # jobs it dispatches on this machine stop if it is killed
     with state.lock():
         resolve_pretrained(comp.model.pretrained, comp.model.head)  # fail before any work or frozen config
         state.freeze_config(to_plain(cfg))
