@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lfpo_al.errors import UserError
+from lfpo_al.errors import UserError, first_line
 
 GROUPS = ("system", "model", "explore", "selection", "label", "validate", "analysis", "machine", "tracking", "experiment")
 
@@ -74,7 +74,7 @@ def instantiate_node(node: DictConfig, section: str | None = None, **kwargs: Any
         if section is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         first = exc.__cause__ or exc
-        detail = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
+        detail = first_line(first) or type(first).__name__
         raise UserError(f"bad value in {section}: {type(first).__name__}: {detail}; check the {section}.* keys "
                         f"(--cfg prints them)") from exc
 

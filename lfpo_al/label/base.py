@@ -180,12 +180,6 @@ def already_decided(task_dir: Path) -> bool:
     return decided is not None
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for a one-line failure reason."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def check_cores_template(key: str, command: str) -> None:
     """A launcher template may use the placeholder ``{cores}`` and no other."""
     try:

@@ -29,7 +29,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from lfpo_al.label.base import Labeler, decided_file, first_line, write_failure
+from lfpo_al.errors import first_line
+from lfpo_al.label.base import Labeler, decided_file, write_failure
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, write_labeled
 
 if TYPE_CHECKING:

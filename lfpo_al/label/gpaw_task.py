@@ -39,7 +39,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from lfpo_al.label.base import already_decided, first_line, write_failure
+from lfpo_al.errors import first_line
+from lfpo_al.label.base import already_decided, write_failure
 from lfpo_al.label.checks import valence_mismatch
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, write_labeled
 from lfpo_al.label.gpaw import PARAMETERS_FILE, SEEDINGS, log_file

@@ -24,7 +24,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from lfpo_al.label.base import already_decided, first_line, write_failure
+from lfpo_al.errors import first_line
+from lfpo_al.label.base import already_decided, write_failure
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, write_labeled
 from lfpo_al.label.vasp import OUTCAR, POSCAR, species_order
 

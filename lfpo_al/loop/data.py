@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from lfpo_al.errors import UserError
+from lfpo_al.errors import UserError, first_line
 from lfpo_al.structures.builder import BuildSpec, build_structure
 from lfpo_al.structures.system import OlivineSystem
 
@@ -91,7 +91,7 @@ def check_deepmd_systems(systems: list[Path]) -> None:
         try:
             system = dpdata.LabeledSystem(str(path), fmt="deepmd/npy")
         except Exception as exc:  # numpy and dpdata raise many kinds for truncated or foreign files
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = first_line(exc) or type(exc).__name__
             raise UserError(f"training data {path} is unreadable ({type(exc).__name__}: {detail}); restore it, or "
                             "delete it with the record lines of the step that wrote it and rerun") from None
         for key in ("energies", "forces", "coords", "cells"):

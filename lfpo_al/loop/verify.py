@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from lfpo_al.errors import UserError
+from lfpo_al.errors import UserError, first_line
 from lfpo_al.layout import STEP_DIRS, RunLayout
 from lfpo_al.loop.data import check_deepmd_systems, deepmd_systems
 from lfpo_al.loop.state import RunState
@@ -23,7 +23,7 @@ def model_problem(path: Path) -> str | None:
     try:
         torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # truncated, not TorchScript, not a file at all
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc) or type(exc).__name__
         return f"{path}: not a loadable frozen model ({type(exc).__name__}: {text[:200]})"
     return None
 
