@@ -86,3 +86,12 @@ def pytest_collection_modifyitems(config, items):
         return 0 if dft and slow else 1 if dft else 2 if slow else 3
 
     items.sort(key=rank)  # stable: collection order within a rank
+
+
+@pytest.fixture(scope="session")
+def unit_cells(load_system):
+    """LiFePO4 (28 atoms) and Li0.75FePO4 (27 atoms, one Fe3+ with its octahedron contracted), built once."""
+    from lfpo_al.structures import BuildSpec, build_structure
+
+    system = load_system("lfpo")
+    return [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=0)) for x in (1.0, 0.75)]

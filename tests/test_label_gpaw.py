@@ -1,8 +1,5 @@
-"""The GPAW labeler: inputs, command and decisions without DFT; then real PBE+U labels through the driver.
-
-The unit tests replace only the MPI worker (the one part that runs GPAW) by a script that hands over
-prepared results, so that the task command's decisions (failed.json, re-seeding, which result
-labels the frame) run for real. Tests marked ``dft`` run GPAW itself.
+"""The GPAW labeler: inputs and command without DFT; then real GPAW (tests marked ``dft``), ending with a
+real PBE+U label through the driver. The task command's decisions are in ``test_gpaw_task.py``.
 """
 
 import json
@@ -22,7 +19,6 @@ from ase import Atoms
 
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.errors import UserError
-from lfpo_al.label import gpaw_task
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.label.driver import label_frames
 from lfpo_al.label.gpaw import PARAMETERS_FILE, GpawLabeler, hubbard_setups, mpi_launcher
@@ -30,14 +26,8 @@ from lfpo_al.structures import BuildSpec, build_structure
 
 
 @pytest.fixture(scope="module")
-def system():
-    return instantiate_group(compose_config([]), "system")
-
-
-@pytest.fixture(scope="module")
-def frames(system):
-    """LiFePO4 (28 atoms) and Li0.75FePO4 (27 atoms, one Fe3+ with its octahedron contracted)."""
-    return [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=0)) for x in (1.0, 0.75)]
+def system(load_system):
+    return load_system("lfpo")
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -52,9 +42,9 @@ def test_config_instantiates_with_converged_defaults(system):
     assert labeler.core_seconds_per_atom > 0
 
 
-def test_kpoint_mesh_from_spacing(system, frames):
+def test_kpoint_mesh_from_spacing(system, unit_cells):
     labeler = GpawLabeler()
-    full, delithiated = frames
+    full, delithiated = unit_cells
     assert labeler.frame_parameters(full, system.hubbard_u)["kpts"] == {"size": [1, 2, 2]}
     assert labeler.frame_parameters(delithiated, system.hubbard_u)["kpts"] == {"size": [1, 2, 2]}
     supercell = build_structure(system, BuildSpec(supercell=[1, 2, 2], x=0.5, seed=0))
@@ -63,18 +53,18 @@ def test_kpoint_mesh_from_spacing(system, frames):
     assert labeler.frame_parameters(heterosite, system.hubbard_u)["kpts"] == {"size": [1, 2, 2]}
 
 
-def test_hubbard_u_becomes_gpaw_setups(system, frames):
+def test_hubbard_u_becomes_gpaw_setups(system, unit_cells):
     assert hubbard_setups({"Fe": 5.3}, ["Li", "Fe", "O"]) == {"Fe": ":d,5.3"}
     assert hubbard_setups({"Fe": 5.3, "Mn": 3.9}, ["Li", "Mn"]) == {"Mn": ":d,3.9"}  # only elements present
     assert hubbard_setups({"Fe": 0.0}, ["Fe"]) == {}
-    assert GpawLabeler().frame_parameters(frames[0], system.hubbard_u)["setups"] == {"Fe": ":d,5.3"}
+    assert GpawLabeler().frame_parameters(unit_cells[0], system.hubbard_u)["setups"] == {"Fe": ":d,5.3"}
     with pytest.raises(UserError, match=r"system.hubbard_u.Fe=-1.0 must be >= 0"):
         hubbard_setups({"Fe": -1.0}, ["Fe"])
 
 
-def test_task_folder_carries_moments_valences_and_parameters(system, frames, tmp_path):
+def test_task_folder_carries_moments_valences_and_parameters(system, unit_cells, tmp_path):
     labeler = GpawLabeler()
-    delithiated = frames[1]
+    delithiated = unit_cells[1]
     labeler.write_inputs(delithiated, tmp_path, system)
     frame = ase.io.read(tmp_path / FRAME_FILE)
     np.testing.assert_array_equal(frame.get_initial_magnetic_moments(), delithiated.get_initial_magnetic_moments())
@@ -88,8 +78,8 @@ def test_task_folder_carries_moments_valences_and_parameters(system, frames, tmp
     assert task["oxidised_bond_length"] == system.valence.bond_length[3] and task["metal"] == "Fe"
 
 
-def test_initial_moments_fall_back_to_the_valence(system, frames, tmp_path):
-    unseeded = frames[1].copy()
+def test_initial_moments_fall_back_to_the_valence(system, unit_cells, tmp_path):
+    unseeded = unit_cells[1].copy()
     unseeded.set_initial_magnetic_moments(None)  # an explored frame that lost its seeded moments
     GpawLabeler().write_inputs(unseeded, tmp_path, system)
     moments = ase.io.read(tmp_path / FRAME_FILE).get_initial_magnetic_moments()
@@ -125,12 +115,12 @@ def test_mpi_launcher_skips_this_environments_own_mpirun(tmp_path, monkeypatch):
     assert mpi_launcher("mpirun -np 2") == "mpirun -np 2"  # nothing else found: left to the shell
 
 
-def test_setup_folder_must_hold_the_elements(system, frames, tmp_path):
+def test_setup_folder_must_hold_the_elements(system, unit_cells, tmp_path):
     (tmp_path / "Fe.PBE.gz").write_bytes(b"")
     labeler = GpawLabeler(setup_path=str(tmp_path))
     assert labeler.setup_folder(["Fe"]) == tmp_path
     with pytest.raises(UserError, match=r"lacks Li\.PBE, O\.PBE, P\.PBE"):
-        labeler.write_inputs(frames[0], tmp_path, system)
+        labeler.write_inputs(unit_cells[0], tmp_path, system)
     with pytest.raises(UserError, match="no GPAW PAW setup folder found"):
         GpawLabeler(setup_path=str(tmp_path / "absent")).command()
 
@@ -154,133 +144,6 @@ def test_bad_config_is_refused_in_one_line(fields, message):
 def test_in_process_calculator_needs_u():
     with pytest.raises(UserError, match="needs U"):
         GpawLabeler().ase_calculator()
-
-
-# --- the task command's decisions, with a stand-in worker --------------------------------------------------
-
-def scf_result(n_atoms, seeding, converged=True, magmoms=None, free_energy=-190.0, iterations=40, density_error=2e-5):
-    result = {"seeding": seeding, "converged": converged, "iterations": iterations, "density_error": density_error,
-              "wall_s": 100.0, "gpaw_version": "test", "setup_path": "/setups", "stage_iterations": [iterations]}
-    if converged:
-        result.update(energy=free_energy + 0.001, free_energy=free_energy, magmoms=list(magmoms),
-                      forces=np.zeros((n_atoms, 3)).tolist(), stress=[0.01, 0.02, 0.03, 0.0, 0.0, 0.0])
-    return result
-
-
-@pytest.fixture
-def task_dir(system, frames, tmp_path, monkeypatch):
-    """A task folder of the Li0.75FePO4 frame, entered; ``run(results, policy)`` runs the task command."""
-    folder = tmp_path / "task"
-    folder.mkdir()
-    canned = tmp_path / "canned"
-    canned.mkdir()
-    worker = tmp_path / "worker.sh"  # called as: worker -m lfpo_al.label.gpaw_task --scf SEEDING --ranks N
-    worker.write_text(f'echo "$4" >> {tmp_path}/calls.txt\ncp {canned}/scf."$4".json . 2>/dev/null\nexit 0\n')
-    monkeypatch.chdir(folder)
-    delithiated = frames[1]
-    valence = delithiated.arrays["valence"]
-    fe3, fe2 = int(np.flatnonzero(valence == 3)[0]), int(np.flatnonzero(valence == 2)[0])
-
-    def moments(hole_on):
-        out = np.where(valence > 0, 3.7, 0.02)
-        out[hole_on] = 4.3
-        return out
-
-    def run(results, policy="relabel"):
-        GpawLabeler(mismatch_policy=policy).write_inputs(delithiated, folder, system)
-        for result in results:
-            (canned / f"scf.{result['seeding']}.json").write_text(json.dumps(result))
-        status = gpaw_task.main(["--worker", f"sh {worker}", "--ranks", "2"])
-        calls = (tmp_path / "calls.txt").read_text().split() if (tmp_path / "calls.txt").exists() else []
-        return status, calls
-
-    return {"dir": folder, "run": run, "n": len(delithiated), "right": moments(fe3), "wrong": moments(fe2)}
-
-
-def test_unconverged_scf_writes_failed_json_not_a_label(task_dir):
-    n = task_dir["n"]
-    status, calls = task_dir["run"]([scf_result(n, "frame", converged=False, iterations=300, density_error=3.1e-3)],
-                                    policy="keep")
-    assert status == 0 and calls == ["frame"]
-    reason = json.loads((task_dir["dir"] / "failed.json").read_text())["reason"]
-    assert reason == "gpaw: SCF not converged within maxiter (seeding frame: 300 iterations, last density change 3.10e-03)"
-    assert not (task_dir["dir"] / LABELED_FILE).exists()
-
-
-def test_mismatch_is_relabeled_from_contracted_octahedra(task_dir):
-    n = task_dir["n"]
-    status, calls = task_dir["run"]([scf_result(n, "frame", magmoms=task_dir["wrong"], free_energy=-190.5),
-                                     scf_result(n, "contracted", magmoms=task_dir["right"], free_energy=-190.2)])
-    assert status == 0 and calls == ["frame", "contracted"]
-    labeled = read_labeled(task_dir["dir"] / LABELED_FILE)
-    assert labeled.info["seeding"] == "contracted" and labeled.info["scf_attempts"] == 2
-    assert labeled.info["valence_match"] is True and labeled.get_potential_energy() == pytest.approx(-190.2)
-    np.testing.assert_allclose(labeled.arrays["magmoms"], task_dir["right"])
-    np.testing.assert_allclose(labeled.get_stress(), [0.01, 0.02, 0.03, 0, 0, 0])
-
-
-def test_matching_moments_need_one_seeding(task_dir):
-    status, calls = task_dir["run"]([scf_result(task_dir["n"], "frame", magmoms=task_dir["right"])])
-    assert status == 0 and calls == ["frame"]
-    labeled = read_labeled(task_dir["dir"] / LABELED_FILE)
-    assert labeled.info["seeding"] == "frame" and labeled.info["scf_attempts"] == 1 and labeled.info["valence_match"]
-
-
-def test_persistent_mismatch_is_labeled_with_the_lower_energy_and_recorded(task_dir):
-    n = task_dir["n"]
-    status, calls = task_dir["run"]([scf_result(n, "frame", magmoms=task_dir["wrong"], free_energy=-190.5),
-                                     scf_result(n, "contracted", magmoms=task_dir["wrong"], free_energy=-190.1)])
-    assert status == 0 and calls == ["frame", "contracted"]
-    labeled = read_labeled(task_dir["dir"] / LABELED_FILE)
-    assert labeled.info["valence_match"] is False and labeled.info["seeding"] == "frame"
-    assert labeled.get_potential_energy() == pytest.approx(-190.5)
-
-
-def test_keep_policy_does_not_reseed(task_dir):
-    status, calls = task_dir["run"]([scf_result(task_dir["n"], "frame", magmoms=task_dir["wrong"])], policy="keep")
-    assert status == 0 and calls == ["frame"]
-    assert read_labeled(task_dir["dir"] / LABELED_FILE).info["valence_match"] is False
-
-
-def test_unconverged_frame_seeding_is_reseeded_under_relabel(task_dir):
-    n = task_dir["n"]
-    status, calls = task_dir["run"]([scf_result(n, "frame", converged=False, iterations=300, density_error=None),
-                                     scf_result(n, "contracted", converged=False, iterations=300, density_error=1e-3)])
-    assert status == 0 and calls == ["frame", "contracted"]
-    reason = json.loads((task_dir["dir"] / "failed.json").read_text())["reason"]
-    assert "seeding frame: 300 iterations, last density change n/a" in reason
-    assert "seeding contracted: 300 iterations, last density change 1.00e-03" in reason
-
-
-def test_worker_without_result_is_a_retry_not_a_failure(task_dir):
-    status, calls = task_dir["run"]([])
-    assert status != 0 and calls == ["frame"]
-    assert not (task_dir["dir"] / "failed.json").exists() and not (task_dir["dir"] / LABELED_FILE).exists()
-
-
-def test_decided_folder_is_left_alone(task_dir):
-    task_dir["run"]([scf_result(task_dir["n"], "frame", magmoms=task_dir["right"])])
-    before = (task_dir["dir"] / LABELED_FILE).stat().st_mtime_ns
-    status, calls = task_dir["run"]([])
-    assert status == 0 and calls == ["frame"] and (task_dir["dir"] / LABELED_FILE).stat().st_mtime_ns == before
-
-
-def test_contracted_seed_shortens_the_intended_bonds_only(system, frames):
-    from lfpo_al.structures import mean_bond_lengths
-
-    frame = frames[1].copy()
-    frame.positions += np.random.default_rng(0).normal(0, 0.05, frame.positions.shape)  # an MD-like frame
-    task = {"metal": "Fe", "oxygen": "O", "oxidised": 3, "oxidised_bond_length": 2.06,
-            "initial_magmom": {"2": 4.0, "3": 5.0}}
-    seeded = gpaw_task.contracted_copy(frame, task)
-    symbols = np.array(frame.get_chemical_symbols())
-    metal, oxygen = np.flatnonzero(symbols == "Fe"), np.flatnonzero(symbols == "O")
-    bonds = mean_bond_lengths(seeded.positions, seeded.cell, metal, oxygen)
-    fe3 = frame.arrays["valence"][metal] == 3
-    assert bonds[fe3] == pytest.approx([2.06], abs=2e-3)
-    np.testing.assert_array_equal(seeded.get_initial_magnetic_moments(), frame.get_initial_magnetic_moments())
-    moved = np.linalg.norm(seeded.positions - frame.positions, axis=1) > 1e-9
-    assert set(symbols[moved]) == {"O"}
 
 
 # --- real GPAW ------------------------------------------------------------------------------------------
@@ -355,13 +218,13 @@ def test_in_process_calculator_is_the_same_teacher(gpaw_works, system, tmp_path)
 @pytest.mark.dft
 @pytest.mark.slow
 @needs_gpaw
-def test_real_pbe_u_label_of_a_delithiated_frame_through_the_driver(gpaw_works, system, frames, tmp_path):
+def test_real_pbe_u_label_of_a_delithiated_frame_through_the_driver(gpaw_works, system, unit_cells, tmp_path):
     """Li0.75FePO4 (one contracted Fe3+, three Fe2+) labeled by GPAW under mpirun through dpdispatcher's Shell
     machine with the configured PBE+U settings. One frame: its three Fe2+ check what LiFePO4's four did.
     Cheaper cutoffs cost more here, not less (docs/costs.md)."""
     cfg = compose_config(["label=gpaw"])
     labeler, machine = instantiate_group(cfg, "label"), instantiate_group(cfg, "machine")
-    frame = frames[1]
+    frame = unit_cells[1]
     start = time.perf_counter()
     report = label_frames([frame], labeler, machine, tmp_path / "03.label", system, progress=False)
     wall = time.perf_counter() - start
