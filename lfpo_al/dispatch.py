@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfpo_al.errors import UserError
+from lfpo_al.label.profile import profiles_from
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ class MachineSettings:
     envs: dict = field(default_factory=dict)
     # when set, tasks are packed into this many concurrent jobs (group_size = ceil(n / parallel_jobs))
     parallel_jobs: int | None = None
+    # how this machine runs each DFT code: code -> {command: launcher, data_dir: its data folder}
+    programs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from dpdispatcher import Machine, Resources
@@ -41,6 +44,7 @@ class MachineSettings:
                 schema.check_value(value, strict=False)
             except Exception as exc:  # dargs raises its own ArgumentKeyError/ArgumentTypeError
                 raise UserError(f"machine.{name} is not a valid dpdispatcher {name}: {str(exc).splitlines()[0]}") from exc
+        self.profiles = profiles_from(self.programs)
         # run_tasks defaults remote_root to a folder under the local step folder, which a remote host lacks
         context = str(self.machine.get("context_type", "")).lower()
         if context in ("sshcontext", "ssh") and not self.machine.get("remote_root"):

@@ -99,3 +99,17 @@ def test_skip_drops_the_start_but_keeps_absolute_times(load_system):
     later = [f for f in truth.flips if f[0] > cut]
     assert result.row["n_fe_flips"] == len(later) == 6 and result.row["n_frames"] == 1000 - cut
     assert sorted(np.round(result.time_ps(result.flips.frame) * 100).astype(int).tolist()) == sorted(f[0] for f in later)
+
+
+@pytest.mark.parametrize("name,hysteresis,cutoff", [("lfpo", 0.0275, 4.28), ("lmpo", 0.0425, 4.33)])
+def test_auto_lengths_come_from_the_system_config(load_system, name, hysteresis, cutoff):
+    """A quarter of the M2+/M3+ bond gap (LiFePO4 2.17 - 2.06 A), the midpoint of the first two M-M shells
+    (LiFePO4 3.87 and 4.69 A): a new chemistry brings its own lengths."""
+    resolved = AnalysisSettings().for_system(load_system(name))
+    assert (resolved.hysteresis_ang, resolved.pair_cutoff_ang) == (pytest.approx(hysteresis), pytest.approx(cutoff))
+    given = AnalysisSettings(hysteresis_ang=0.02, pair_cutoff_ang="4.1").for_system(load_system(name))
+    assert (given.hysteresis_ang, given.pair_cutoff_ang) == (0.02, 4.1)
+    with pytest.raises(UserError, match="analysis.pair_cutoff_ang='near' must be auto or a length"):
+        AnalysisSettings(pair_cutoff_ang="near")
+    with pytest.raises(UserError, match="analysis.hysteresis_gap_fraction=0.6"):
+        AnalysisSettings(hysteresis_gap_fraction=0.6)

@@ -83,7 +83,7 @@ def test_step_dispatches_the_configured_engine(system, machine, tmp_path, monkey
     monkeypatch.setattr(step, "run_tasks", lambda machine, work, tasks: dispatched.extend(tasks))
     for explorer in (AseMdExplorer, LammpsExplorer):
         settings = explorer(temperatures=[500.0], structures=[START], n_steps=10, record_every=5)
-        step.explore_step(settings, system, {}, ["m0.pth", "m1.pth"], tmp_path / settings.engine, machine)
+        step.explore_step(settings, system, None, ["m0.pth", "m1.pth"], tmp_path / settings.engine, machine)
     assert [t.command.split()[-1] for t in dispatched] == ["lfpo_al.explore.ase_md", "lfpo_al.explore.lammps_md"]
     assert dispatched[0].backward_files == dispatched[1].backward_files == step.OUTPUTS
 
@@ -154,7 +154,7 @@ def test_lammps_halts_on_close_atoms_and_selection_reads_it(members, system, mac
     # every pair counts as too close: LAMMPS itself halts at its first check (step 5), step 0 is the stopping frame
     settings = LammpsExplorer(temperatures=[500.0], structures=[START], n_steps=1000,
                                record_every=5, min_distance=5.0)
-    (traj,) = step.explore_step(settings, system, {}, members, tmp_path / "explore", machine)["trajectories"]
+    (traj,) = step.explore_step(settings, system, None, members, tmp_path / "explore", machine)["trajectories"]
     assert traj["n_frames"] == 1 and traj["n_steps_run"] == 5
     assert traj["stop_reason"].startswith("atoms") and traj["stop_reason"].endswith("at step 0")
     report = select_step(tmp_path / "explore", tmp_path / "select", SelectionSettings())

@@ -22,6 +22,7 @@ from lfpo_al.errors import UserError
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.label.driver import label_frames
 from lfpo_al.label.gpaw import PARAMETERS_FILE, GpawLabeler, hubbard_setups, mpi_launcher
+from lfpo_al.label.profile import ProgramProfile
 from lfpo_al.structures import BuildSpec, build_structure
 
 
@@ -91,7 +92,7 @@ def test_initial_moments_fall_back_to_the_valence(system, unit_cells, tmp_path):
 
 def test_command_runs_gpaw_under_mpi_with_the_setups(tmp_path):
     (tmp_path / "Fe.PBE.gz").write_bytes(b"")
-    command = GpawLabeler(setup_path=str(tmp_path), cores_per_task=4).command()
+    command = located(GpawLabeler(cores_per_task=4), data_dir=str(tmp_path)).command()
     assert command.startswith(f"GPAW_SETUP_PATH={tmp_path} ")
     assert "-m lfpo_al.label.gpaw_task" in command and "--ranks 4" in command
     assert "mpirun -np 4" in command and "-m gpaw python" in command
@@ -99,8 +100,14 @@ def test_command_runs_gpaw_under_mpi_with_the_setups(tmp_path):
     assert "OMPI_ALLOW_RUN_AS_ROOT" not in command
     assert instantiate_group(compose_config([]), "machine").envs["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
     assert f"{Path(sys.executable).parent}/mpirun" not in command
-    serial = GpawLabeler(setup_path=str(tmp_path), mpi_command="").command()
+    serial = located(GpawLabeler(), command="", data_dir=str(tmp_path)).command()
     assert "mpirun" not in serial and "--ranks 1" in serial
+
+
+def located(labeler, **profile):
+    """``labeler`` run with this profile (``machine.programs.gpaw``) instead of the default one."""
+    labeler.profile = ProgramProfile(**{"command": labeler.default_launcher, **profile}, key="machine.programs.gpaw")
+    return labeler
 
 
 def test_mpi_launcher_skips_this_environments_own_mpirun(tmp_path, monkeypatch):
@@ -117,12 +124,12 @@ def test_mpi_launcher_skips_this_environments_own_mpirun(tmp_path, monkeypatch):
 
 def test_setup_folder_must_hold_the_elements(system, unit_cells, tmp_path):
     (tmp_path / "Fe.PBE.gz").write_bytes(b"")
-    labeler = GpawLabeler(setup_path=str(tmp_path))
+    labeler = located(GpawLabeler(), data_dir=str(tmp_path))
     assert labeler.setup_folder(["Fe"]) == tmp_path
     with pytest.raises(UserError, match=r"lacks Li\.PBE, O\.PBE, P\.PBE"):
         labeler.write_inputs(unit_cells[0], tmp_path, system)
-    with pytest.raises(UserError, match="no GPAW PAW setup folder found"):
-        GpawLabeler(setup_path=str(tmp_path / "absent")).command()
+    with pytest.raises(UserError, match=r"no GPAW PAW setup folder found.*machine.programs.gpaw.data_dir"):
+        located(GpawLabeler(), data_dir=str(tmp_path / "absent")).command()
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -133,7 +140,6 @@ def test_setup_folder_must_hold_the_elements(system, unit_cells, tmp_path):
     ({"parameters": {"kpts": [2, 2, 2]}}, r"set \['kpts'\]: the labeler sets those per frame"),
     ({"parameters": {"mode": "lcao"}}, r"mode must be \{name: pw"),
     ({"parameters": {"spinpol": False}}, r"spinpol must be true"),
-    ({"mpi_command": "mpirun -np {ranks}"}, r"may use only the placeholder \{cores\}"),
     ({"mismatch_policy": "sometimes"}, r"label.mismatch_policy='sometimes' is unknown"),
 ])
 def test_bad_config_is_refused_in_one_line(fields, message):

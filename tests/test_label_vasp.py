@@ -35,7 +35,11 @@ def no_potcar_env(monkeypatch):
 
 @pytest.fixture
 def labeler():
-    return instantiate_group(compose_config(["label=vasp"]), "label")
+    """The VASP labeler with this machine's profile, as a run builds it."""
+    cfg = compose_config(["label=vasp"])
+    vasp = instantiate_group(cfg, "label")
+    vasp.attach_profile(instantiate_group(cfg, "machine").profiles)
+    return vasp
 
 
 @pytest.fixture
@@ -115,7 +119,7 @@ def test_magmom_falls_back_to_valence(labeler, load_system, tmp_path):
 def test_lmpo_gives_mn_u_and_moments(labeler, load_system, fake_potcars, tmp_path):
     system = load_system("lmpo")
     frame = build_structure(system, BuildSpec(supercell=[1, 1, 1], x=0.75, seed=0))
-    labeler.potcar_dir = str(fake_potcars)
+    labeler.profile.data_dir = str(fake_potcars)
     labeler.write_inputs(frame, tmp_path, system)
     tags = incar_tags((tmp_path / "INCAR").read_text())
     assert (tags["LDAUL"], tags["LDAUU"]) == ("-1 2 -1 -1", "0.0 3.9 0.0 0.0")
@@ -127,7 +131,7 @@ def test_lmpo_gives_mn_u_and_moments(labeler, load_system, fake_potcars, tmp_pat
 
 def test_potcar_concatenated_in_poscar_species_order(labeler, load_system, fake_potcars, tmp_path):
     system = load_system("lfpo")
-    labeler.potcar_dir = str(fake_potcars)
+    labeler.profile.data_dir = str(fake_potcars)
     lithiated, delithiated = tmp_path / "x1", tmp_path / "x0"
     for folder, x in ((lithiated, 1.0), (delithiated, 0.0)):
         folder.mkdir()
@@ -149,13 +153,13 @@ def test_potcar_folder_from_environment(labeler, load_system, fake_potcars, tmp_
 def test_potcar_problems_are_one_line_errors(labeler, load_system, fake_potcars, tmp_path):
     system = load_system("lfpo")
     frame = lfpo_cell(system, 1.0)
-    with pytest.raises(UserError, match=f"label.potcar_dir or {POTCAR_DIR_ENV}") as unset:
+    with pytest.raises(UserError, match=f"machine.programs.vasp.data_dir or {POTCAR_DIR_ENV}") as unset:
         labeler.write_inputs(frame, tmp_path, system)
-    labeler.potcar_dir = str(tmp_path / "nowhere")
+    labeler.profile.data_dir = str(tmp_path / "nowhere")
     with pytest.raises(UserError, match="does not exist") as absent_dir:
         labeler.write_inputs(frame, tmp_path, system)
     (fake_potcars / "Fe_pv" / "POTCAR").unlink()
-    labeler.potcar_dir = str(fake_potcars)
+    labeler.profile.data_dir = str(fake_potcars)
     with pytest.raises(UserError, match=r"no POTCAR for Fe at .*Fe_pv/POTCAR") as absent_element:
         labeler.write_inputs(frame, tmp_path, system)
     for error in (unset, absent_dir, absent_element):
@@ -187,8 +191,6 @@ def test_config_and_settings(labeler, load_system):
     assert labeler.expected_moments(load_system("lfpo")) == {2: 3.7, 3: 4.3}  # the system's GGA+U values
     command = labeler.command()
     assert "-m lfpo_al.label.vasp" in command and shlex.quote("mpirun -np 16 vasp_std") in command
-    with pytest.raises(UserError, match="vasp_command"):
-        VaspLabeler(vasp_command="mpirun -np {ranks} vasp_std")
     with pytest.raises(UserError, match="kpoint_spacing"):
         VaspLabeler(kpoint_spacing=0)
 
@@ -311,7 +313,7 @@ def test_decided_task_returns_at_once(ni18_task, monkeypatch):
 def test_driver_wrapped_command_labels_the_task(ni18_task, labeler):
     """The command exactly as the driver dispatches it (bash wrapper, quoting, outputs/ folder)."""
     task, frame = ni18_task
-    labeler.vasp_command = copy_outcar(OUTCAR_NI18)
+    labeler.profile.command = copy_outcar(OUTCAR_NI18)
     subprocess.run(task_command(labeler, 1), shell=True, cwd=task, check=True, timeout=120)
     assert (task / EXIT_CODE_FILE).read_text().strip() == "0"
     labeled = ase.io.read(task / OUTPUTS_DIR / LABELED_FILE)

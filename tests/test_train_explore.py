@@ -9,6 +9,7 @@ import pytest
 from deepmd.infer import DeepPot
 from deepmd.infer.model_devi import calc_model_devi
 
+from lfpo_al.structures import BuildSpec
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
 from lfpo_al.train.ensemble import last_training_rmse, train_ensemble
@@ -70,7 +71,7 @@ def test_training_skips_finished_members(members, tiny_data, machine, load_syste
 def test_explore_writes_frames_and_deviation(members, machine, load_system, tmp_path):
     settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "li_order": "random", "seed": 0,
                                "supercell": [1, 1, 1]}], n_steps=20, record_every=5)
-    summary = explore_step(settings, load_system("lfpo"), {"supercell": [1, 1, 1]}, [m.frozen for m in members],
+    summary = explore_step(settings, load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in members],
                            tmp_path, machine)
     (traj,) = summary["trajectories"]
     assert traj["n_frames"] == 5 and traj["stop_reason"] is None and traj["family"] == "x0.50-random-s0-1x1x1"
@@ -93,5 +94,5 @@ def test_explore_writes_frames_and_deviation(members, machine, load_system, tmp_
 def test_explore_stops_on_deviation(members, machine, load_system, tmp_path):
     settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 1.0, "supercell": [1, 1, 1]}],
                                n_steps=20, record_every=5, abort_deviation=1e-6)
-    (traj,) = explore_step(settings, load_system("lfpo"), {}, [m.frozen for m in members], tmp_path, machine)["trajectories"]
+    (traj,) = explore_step(settings, load_system("lfpo"), None, [m.frozen for m in members], tmp_path, machine)["trajectories"]
     assert traj["n_frames"] == 1 and traj["stop_reason"].startswith("deviation")

@@ -19,9 +19,10 @@ from lfpo_al.analysis.pipeline import analyze_trajectory
 from lfpo_al.analysis.production import TrajectorySource, model_paths, run_production, trust_level
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import load_trajectory
-from lfpo_al.config import instantiate_group, to_plain
+from lfpo_al.config import instantiate_group, make_settings, to_plain
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
+from lfpo_al.structures.builder import BuildSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _sources(settings: AnalysisSettings, cfg: DictConfig, system, mode: str, run
     models = model_paths(settings, runs_dir)
     explore = instantiate_group(cfg, "explore")
     machine = instantiate_group(cfg, "machine")
-    build_defaults = to_plain(cfg.build) if "build" in cfg else {}
+    build_defaults = make_settings(BuildSpec, to_plain(cfg.build), "build") if "build" in cfg else None
     sources = run_production(settings, explore, system, build_defaults, models, machine, out_dir / "md")
     for src, name in zip(sources, _unique_names([s.name for s in sources])):
         src.name = name
@@ -78,8 +79,8 @@ def _sources(settings: AnalysisSettings, cfg: DictConfig, system, mode: str, run
 
 
 def analyze_command(cfg: DictConfig) -> int:
-    settings: AnalysisSettings = instantiate_group(cfg, "analysis")
     system = instantiate_group(cfg, "system")
+    settings: AnalysisSettings = instantiate_group(cfg, "analysis").for_system(system)
     tracking = instantiate_group(cfg, "tracking")
     mode, run_name, out_dir = resolve_mode(settings, cfg)
     created = _first_missing(out_dir)

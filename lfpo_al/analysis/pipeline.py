@@ -87,6 +87,7 @@ def _sensitivity(bonds, threshold, settings, dt_fs, intervals, n_metal, duration
 def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: AnalysisSettings,
                        trust_level: float | None, keep_arrays: bool = True) -> RunResult:
     """Detect events in one trajectory and summarise them as a ``summary.json`` row."""
+    settings = settings.for_system(system)
     rule = system.valence
     skip = frames_for(settings.skip_fs, traj.frame_interval_fs) if settings.skip_fs > 0 else 0
     if skip:

@@ -17,6 +17,7 @@ from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
 from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.structures.builder import BuildSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def production_explore_settings(settings: AnalysisSettings, explore: ExploreSett
     )
 
 
-def run_production(settings: AnalysisSettings, explore: ExploreSettings, system, build_defaults: dict,
+def run_production(settings: AnalysisSettings, explore: ExploreSettings, system, build_defaults: BuildSpec | None,
                    models: list[Path], machine, work_dir: Path) -> list[TrajectorySource]:
     """Run (or resume) the production matrix in ``work_dir``; return the trajectories it wrote."""
     from lfpo_al.explore.step import explore_step

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lfpo_al.errors import UserError
 
@@ -14,10 +14,13 @@ class AnalysisSettings:
     Valence: ``threshold`` is ``valley`` (d* at the valley of the trajectory's own histogram of smoothed
     mean M-O bonds, the system's bond_threshold when that is not bimodal: deeper than
     ``valley_max_depth``), ``system`` or a bond length in A. Flips: running mean over ``smoothing_fs``,
-    hysteresis +-``hysteresis_ang`` about d*, optional ``min_dwell_fs``. Li hops: a change of nearest
+    hysteresis +-``hysteresis_ang`` about d* (``auto``: ``hysteresis_gap_fraction`` of the system's
+    M(reduced)-M(oxidised) bond-length gap), optional ``min_dwell_fs``. Li hops: a change of nearest
     4a site that persists ``li_dwell_fs``. Trust: frames with max force deviation >= ``trust_level``
     (eV/A; ``auto``: the run's last calibrated trust_hi, else ``fallback_trust_level``) are untrusted;
-    ``exclude_untrusted`` leaves their intervals out of counts and durations.
+    ``exclude_untrusted`` leaves their intervals out of counts and durations. Flip pairs: M closer than
+    ``pair_cutoff_ang`` are neighbours (``auto``: midway between the first two M-M shells of the
+    system's crystal).
     """
 
     run_name: str | None = None
@@ -40,10 +43,11 @@ class AnalysisSettings:
     threshold: float | str = "valley"
     valley_max_depth: float = 0.8
     smoothing_fs: float = 100.0
-    hysteresis_ang: float = 0.025
+    hysteresis_ang: float | str = "auto"
+    hysteresis_gap_fraction: float = 0.25
     min_dwell_fs: float = 0.0
     li_dwell_fs: float = 200.0
-    pair_cutoff_ang: float = 4.0
+    pair_cutoff_ang: float | str = "auto"
     pair_dt_bins_ps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.5, 2.0, 10.0])
     interface_layers: int = 1
     layer_tolerance_ang: float = 0.75
@@ -76,7 +80,12 @@ class AnalysisSettings:
                     raise UserError(f"analysis.trust_level={self.trust_level!r} must be auto or a deviation in eV/A") from None
         if not isinstance(self.trust_level, str) and self.trust_level <= 0:
             raise UserError(f"analysis.trust_level={self.trust_level} must be positive (eV/A)")
-        for key in ("hysteresis_ang", "smoothing_fs", "min_dwell_fs", "li_dwell_fs", "skip_fs"):
+        for key in ("hysteresis_ang", "pair_cutoff_ang"):
+            setattr(self, key, _auto_or_number(key, getattr(self, key)))
+        if not 0 < self.hysteresis_gap_fraction < 0.5:
+            raise UserError(f"analysis.hysteresis_gap_fraction={self.hysteresis_gap_fraction} must lie in (0, 0.5): "
+                            "a band as wide as the gap would join the two valence states")
+        for key in ("smoothing_fs", "min_dwell_fs", "li_dwell_fs", "skip_fs"):
             if getattr(self, key) < 0:
                 raise UserError(f"analysis.{key}={getattr(self, key)} must be >= 0")
         if self.frame_interval_fs is not None and self.frame_interval_fs <= 0:
@@ -85,7 +94,9 @@ class AnalysisSettings:
         if len(bins) < 2 or any(b1 <= b0 for b0, b1 in zip(bins, bins[1:])) or bins[0] < 0:
             raise UserError(f"analysis.pair_dt_bins_ps={self.pair_dt_bins_ps} must be >= 2 increasing edges from >= 0")
         self.pair_dt_bins_ps = bins
-        if self.pair_cutoff_ang <= 0:
+        if self.hysteresis_ang != "auto" and self.hysteresis_ang < 0:
+            raise UserError(f"analysis.hysteresis_ang={self.hysteresis_ang} must be >= 0")
+        if self.pair_cutoff_ang != "auto" and self.pair_cutoff_ang <= 0:
             raise UserError(f"analysis.pair_cutoff_ang={self.pair_cutoff_ang} must be positive")
         if not 0 < self.valley_max_depth <= 1:
             raise UserError(f"analysis.valley_max_depth={self.valley_max_depth} must be in (0, 1]")
@@ -94,3 +105,23 @@ class AnalysisSettings:
                             f"analysis.md_steps={self.md_steps}")
         if self.interface_layers < 0 or self.layer_tolerance_ang <= 0:
             raise UserError("analysis.interface_layers must be >= 0 and analysis.layer_tolerance_ang > 0")
+
+    def for_system(self, system) -> "AnalysisSettings":
+        """These settings with every ``auto`` length expressed from the system's chemistry."""
+        from lfpo_al.structures.olivine import metal_shells
+
+        resolved = {}
+        if self.hysteresis_ang == "auto":
+            resolved["hysteresis_ang"] = round(self.hysteresis_gap_fraction * system.valence.bond_gap, 4)
+        if self.pair_cutoff_ang == "auto":
+            resolved["pair_cutoff_ang"] = round(sum(metal_shells(system)) / 2, 3)
+        return replace(self, **resolved) if resolved else self
+
+
+def _auto_or_number(key: str, value):
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"analysis.{key}={value!r} must be auto or a length in A") from None

@@ -29,7 +29,7 @@ def family_name(spec: BuildSpec) -> str:
 def explore_step(
     settings: ExploreSettings,
     system: OlivineSystem,
-    build_defaults: dict,
+    build_defaults: BuildSpec | None,
     models: list[Path],
     work_dir: Path,
     machine: MachineSettings,

@@ -30,6 +30,7 @@ from ase import Atoms
 
 from lfpo_al.errors import UserError
 from lfpo_al.label.frames import LABELED_FILE, read_labeled
+from lfpo_al.label.profile import ProgramProfile
 
 if TYPE_CHECKING:  # the task commands import this module; they need no structure builder
     from lfpo_al.structures.system import OlivineSystem
@@ -71,6 +72,10 @@ class Labeler(ABC):
     core_seconds_per_atom: float | None = None
     batch_size: int = 1
 
+    # the machine.programs entry whose launcher and data folder this labeler's command uses (None: none),
+    # and the launcher it uses where the machine names none (a labeler built outside a run)
+    program: ClassVar[str | None] = None
+    default_launcher: ClassVar[str] = ""
     supports_relabel: ClassVar[bool] = False
     supports_batch: ClassVar[bool] = False  # job_command labels the job's other tasks too
 
@@ -101,6 +106,7 @@ class Labeler(ABC):
         self.batch_size = int(self.batch_size)
         self.max_attempts = int(self.max_attempts)
         self.cores_per_task = int(self.cores_per_task)
+        self.profile = ProgramProfile(self.default_launcher, key=f"machine.programs.{self.program}") if self.program else None
         try:
             self.expected_magmom = {str(metal): {int(v): float(m) for v, m in per_valence.items()}
                                     for metal, per_valence in (self.expected_magmom or {}).items()}
@@ -109,6 +115,15 @@ class Labeler(ABC):
                 f"label.expected_magmom={self.expected_magmom!r} must map metal -> {{valence: |m| in muB}}, "
                 "e.g. {Fe: {2: 3.9, 3: 4.4}}"
             ) from None
+
+    def attach_profile(self, profiles: dict[str, ProgramProfile]) -> None:
+        """Run with this machine's launcher and data folder (``machine.programs.<program>``)."""
+        if self.program is None:
+            return
+        if self.program not in profiles:
+            raise UserError(f"machine.programs has no {self.program} entry; add machine.programs.{self.program}.command "
+                            f"(its launcher, e.g. {self.default_launcher!r})")
+        self.profile = profiles[self.program]
 
     def expected_moments(self, system: OlivineSystem) -> dict[int, float]:
         """|m| per valence that this teacher gives the system's metal."""
@@ -178,14 +193,6 @@ def already_decided(task_dir: Path) -> bool:
     if decided:
         print(f"already decided ({decided} present): nothing to do")
     return decided is not None
-
-
-def check_cores_template(key: str, command: str) -> None:
-    """A launcher template may use the placeholder ``{cores}`` and no other."""
-    try:
-        command.format(cores=1)
-    except (KeyError, IndexError, ValueError):
-        raise UserError(f"{key}={command!r} may use only the placeholder {{cores}}; double other braces") from None
 
 
 def write_failure(task_dir: Path, reason: str) -> None:

@@ -28,7 +28,7 @@ import yaml
 from ase import Atoms
 
 from lfpo_al.errors import UserError
-from lfpo_al.label.base import Labeler, check_cores_template
+from lfpo_al.label.base import Labeler
 from lfpo_al.label.dft_common import check_kpoint_spacing, dft_inputs_dir, kpoint_mesh, site_magmoms
 from lfpo_al.label.frames import FRAME_FILE
 from lfpo_al.structures.system import OlivineSystem
@@ -61,10 +61,11 @@ class GpawLabeler(Labeler):
     parameters: further GPAW keywords laid over the file's (e.g. ``{mixer: {name: pulay, beta: 0.02}}``).
     hubbard_u: U per element for ``ase_calculator`` (the config passes ``${system.hubbard_u}``); task
         folders always take U from the system they are written for.
-    setup_path: folder of the PAW setups; None: the first that exists of ``$GPAW_SETUP_PATH``, Debian's
-        gpaw-data folder and the ``gpaw-data`` Python package. Tasks get it as ``$GPAW_SETUP_PATH``.
-    mpi_command: launcher prefix of the GPAW worker; ``{cores}`` becomes ``cores_per_task`` (MPI ranks).
-        Empty: run serially.
+
+    Where it runs is the machine's profile ``machine.programs.gpaw``: ``command`` is the launcher prefix of
+    the GPAW worker (``{cores}`` becomes ``cores_per_task``, the MPI ranks; empty: serial) and ``data_dir``
+    the PAW setups (None: the first that exists of ``$GPAW_SETUP_PATH``, Debian's gpaw-data folder and
+    the ``gpaw-data`` Python package). Tasks get the setups as ``$GPAW_SETUP_PATH``.
     """
 
     parameters_file: str = "gpaw/pbe_u.yaml"
@@ -74,12 +75,12 @@ class GpawLabeler(Labeler):
     maxiter: int | None = None
     parameters: dict | None = None
     hubbard_u: dict | None = None
-    setup_path: str | None = None
-    mpi_command: str = "mpirun -np {cores}"
     cores_per_task: int = 2
     mismatch_policy: str = "relabel"
 
     supports_relabel = True
+    program = "gpaw"
+    default_launcher = "mpirun -np {cores}"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,7 +93,6 @@ class GpawLabeler(Labeler):
             raise UserError(f"label.maxiter={self.maxiter} must be a positive integer, or null for the file's")
         if self.parameters is not None and not isinstance(self.parameters, dict):
             raise UserError(f"label.parameters={self.parameters!r} must map GPAW keyword -> value")
-        check_cores_template("label.mpi_command", self.mpi_command)
         self.gpaw_parameters()  # a broken parameter file stops the run here, before any task folder
 
     @property
@@ -163,19 +163,20 @@ class GpawLabeler(Labeler):
     def command(self) -> str:
         python = shlex.quote(sys.executable)
         worker = f"{python} -m gpaw python"  # GPAW >= 25 runs MPI only through its own interpreter
-        if self.mpi_command.strip():
-            worker = f"{mpi_launcher(self.mpi_command.format(cores=self.cores_per_task))} {worker}"
+        launcher = self.profile.launcher(self.cores_per_task).strip()
+        if launcher:
+            worker = f"{mpi_launcher(launcher)} {worker}"
         setups = self.setup_folder()
         return (
             f"{SETUP_PATH_ENV}={shlex.quote(str(setups))} {python} -m lfpo_al.label.gpaw_task "
-            f"--worker {shlex.quote(worker)} --ranks {self.cores_per_task if self.mpi_command.strip() else 1}"
+            f"--worker {shlex.quote(worker)} --ranks {self.cores_per_task if launcher else 1}"
         )
 
     def setup_folder(self, symbols: list[str] | None = None, xc: str = "PBE") -> Path:
-        """The PAW setup folder: ``setup_path``, else the first folder that exists of ``$GPAW_SETUP_PATH``,
+        """The PAW setup folder: the profile's ``data_dir``, else the first folder that exists of ``$GPAW_SETUP_PATH``,
         Debian's gpaw-data and the gpaw-data Python package; it must hold ``{element}.{xc}`` of ``symbols``."""
-        if self.setup_path:
-            candidates = [(Path(self.setup_path).expanduser(), "label.setup_path")]
+        if self.profile.data_dir:
+            candidates = [(Path(self.profile.data_dir).expanduser(), f"{self.profile.key}.data_dir")]
         else:
             candidates = [(Path(p), SETUP_PATH_ENV) for p in os.environ.get(SETUP_PATH_ENV, "").split(os.pathsep) if p]
             candidates.append((DEBIAN_SETUP_DIR, "Debian's gpaw-data"))
@@ -184,12 +185,12 @@ class GpawLabeler(Labeler):
         if found is None:
             tried = "; ".join(f"{folder} ({origin})" for folder, origin in candidates)
             raise UserError(f"no GPAW PAW setup folder found (tried {tried}); install Debian's gpaw-data "
-                            "(apt-get install gpaw-data) or point label.setup_path at a folder of setups")
+                            f"(apt-get install gpaw-data) or point {self.profile.key}.data_dir at a folder of setups")
         folder, origin = found
         missing = [element for element in sorted(set(symbols or [])) if not _has_setup(folder, element, xc)]
         if missing:
             raise UserError(f"the GPAW setup folder {folder} ({origin}) lacks {', '.join(f'{e}.{xc}' for e in missing)}; "
-                            "point label.setup_path at a folder that holds them")
+                            f"point {self.profile.key}.data_dir at a folder that holds them")
         return folder
 
     def ase_calculator(self, system: OlivineSystem | None = None, atoms: Atoms | None = None):

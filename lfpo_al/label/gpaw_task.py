@@ -158,7 +158,7 @@ def run_scf(task_dir: Path, seeding: str, ranks: int) -> int:
 
     if world.size != ranks:
         print(f"GPAW sees {world.size} MPI rank(s), {ranks} were asked for: the launcher's MPI is not the one "
-              "GPAW was built with (check label.mpi_command and which mpirun is on PATH)", file=sys.stderr)
+              "GPAW was built with (check machine.programs.gpaw.command and which mpirun is on PATH)", file=sys.stderr)
         return WRONG_LAUNCHER
     task = json.loads((task_dir / PARAMETERS_FILE).read_text())
     frame = ase.io.read(task_dir / FRAME_FILE, format="extxyz")

@@ -1,7 +1,7 @@
 """VASP PBE+U (Materials Project style) as the DFT teacher.
 
 Two halves, as for CHGNet. ``VaspLabeler`` writes a task folder: INCAR and KPOINTS from the templates
-in ``dft_inputs/vasp/``, POSCAR through ASE, POTCAR concatenated from ``potcar_dir``, and
+in ``dft_inputs/vasp/``, POSCAR through ASE, POTCAR concatenated from the machine profile's ``data_dir``, and
 ``frame.extxyz`` (the frame as given). The task command ``python -m lfpo_al.label.vasp_task`` runs
 VASP in that folder and reads the result back (see that module).
 
@@ -25,7 +25,7 @@ import yaml
 from ase import Atoms
 
 from lfpo_al.errors import UserError
-from lfpo_al.label.base import Labeler, check_cores_template
+from lfpo_al.label.base import Labeler
 from lfpo_al.label.dft_common import check_kpoint_spacing, dft_inputs_dir, kpoint_mesh, site_magmoms
 from lfpo_al.label.frames import FRAME_FILE
 from lfpo_al.structures.system import OlivineSystem
@@ -40,23 +40,25 @@ KPOINTS_FIELDS = ("MESH", "SPACING")
 class VaspLabeler(Labeler):
     """PBE+U single points with VASP; its fields are ``configs/label/vasp.yaml``.
 
-    vasp_command: shell command that runs VASP in the task folder; ``{cores}`` becomes ``cores_per_task``.
     incar_template, kpoints_template, potcar_map: files under ``dft_inputs/`` (or absolute paths).
-    potcar_dir: folder holding ``<name>/POTCAR`` for the map's names (e.g. ``.../potpaw_PBE.54``) on the
-        machine that writes the inputs; None: ``$LFPO_AL_POTCAR_DIR``.
     kpoint_spacing: 1/A, 2 pi included (VASP's KSPACING): mesh n_i = ceil(2 pi |b_i| / spacing).
     ediff_per_atom: eV; EDIFF = this x number of atoms.
     nelm: electronic steps allowed; an SCF that uses them all is failed, not labeled.
+
+    Where it runs is the machine's profile ``machine.programs.vasp``: ``command`` runs VASP in the task
+    folder (``{cores}`` becomes ``cores_per_task``) and ``data_dir`` holds ``<name>/POTCAR`` for the map's
+    names (e.g. ``.../potpaw_PBE.54``) on the machine that writes the inputs (None: ``$LFPO_AL_POTCAR_DIR``).
     """
 
-    vasp_command: str = "mpirun -np {cores} vasp_std"
     incar_template: str = "vasp/INCAR"
     kpoints_template: str = "vasp/KPOINTS"
     potcar_map: str = "vasp/potcar_map.yaml"
-    potcar_dir: str | None = None
     kpoint_spacing: float = 0.3
     ediff_per_atom: float = 1e-6
     nelm: int = 200
+
+    program = "vasp"
+    default_launcher = "mpirun -np {cores} vasp_std"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,7 +68,6 @@ class VaspLabeler(Labeler):
         if int(self.nelm) != self.nelm or self.nelm < 1:
             raise UserError(f"label.nelm={self.nelm} must be a positive integer")
         self.nelm = int(self.nelm)
-        check_cores_template("label.vasp_command", self.vasp_command)
         for name, fields in (("incar_template", INCAR_FIELDS), ("kpoints_template", KPOINTS_FIELDS)):
             _check_placeholders(name, self._input_path(name), fields)
         self.potcar_names()
@@ -126,7 +127,7 @@ class VaspLabeler(Labeler):
                 )
             path = folder / names[symbol] / POTCAR
             if not path.is_file():
-                raise UserError(f"no POTCAR for {symbol} at {path}; put it there or point label.potcar_dir "
+                raise UserError(f"no POTCAR for {symbol} at {path}; put it there or point {self.profile.key}.data_dir "
                                 f"(or {POTCAR_DIR_ENV}) at the folder holding {names[symbol]}/POTCAR")
             parts.append(path.read_text())
         return "".join(parts)
@@ -139,20 +140,20 @@ class VaspLabeler(Labeler):
         return {str(k): v for k, v in names.items()}
 
     def potcar_folder(self) -> Path:
-        value, origin = self.potcar_dir, "label.potcar_dir"
+        value, origin = self.profile.data_dir, f"{self.profile.key}.data_dir"
         if not value:
             value, origin = os.environ.get(POTCAR_DIR_ENV), POTCAR_DIR_ENV
         if not value:
-            raise UserError(f"no POTCAR folder given: set label.potcar_dir or {POTCAR_DIR_ENV} to the folder holding "
+            raise UserError(f"no POTCAR folder given: set {self.profile.key}.data_dir or {POTCAR_DIR_ENV} to the folder holding "
                             "<name>/POTCAR (e.g. .../potpaw_PBE.54)")
         folder = Path(value).expanduser()
         if not folder.is_dir():
-            raise UserError(f"POTCAR folder {folder} (from {origin}) does not exist; set label.potcar_dir or "
+            raise UserError(f"POTCAR folder {folder} (from {origin}) does not exist; set {self.profile.key}.data_dir or "
                             f"{POTCAR_DIR_ENV} to the folder holding <name>/POTCAR")
         return folder
 
     def command(self) -> str:
-        vasp = self.vasp_command.format(cores=self.cores_per_task)
+        vasp = self.profile.launcher(self.cores_per_task)
         return f"{shlex.quote(sys.executable)} -m lfpo_al.label.vasp_task --vasp-command {shlex.quote(vasp)}"
 
     def _input_path(self, name: str) -> Path:

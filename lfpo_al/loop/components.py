@@ -12,7 +12,7 @@ from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.label.base import Labeler
 from lfpo_al.loop.settings import LoopSettings
 from lfpo_al.selection.settings import SelectionSettings
-from lfpo_al.structures.builder import check_buildable
+from lfpo_al.structures.builder import BuildSpec, check_buildable
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.tracking import TrackingSettings
 from lfpo_al.train.settings import ModelSettings
@@ -29,7 +29,7 @@ class Components:
     validate: ValidateSettings
     machine: MachineSettings
     tracking: TrackingSettings
-    build_defaults: dict
+    build_defaults: BuildSpec
     loop: LoopSettings
 
     @classmethod
@@ -43,11 +43,12 @@ class Components:
             validate=instantiate_group(cfg, "validate"),
             machine=instantiate_group(cfg, "machine"),
             tracking=instantiate_group(cfg, "tracking"),
-            build_defaults=to_plain(cfg.build),
+            build_defaults=make_settings(BuildSpec, to_plain(cfg.build), "build"),
             loop=make_settings(LoopSettings, to_plain(cfg.loop), "loop"),
         )
         for section, structures in (("explore.structures", comp.explore.structures),
                                     ("loop.init_structures", comp.loop.init_structures),
                                     ("validate.test_structures", comp.validate.test_structures)):
             check_buildable(comp.system, structures, comp.build_defaults, section)
+        comp.labeler.attach_profile(comp.machine.profiles)
         return comp

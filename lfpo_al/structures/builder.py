@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ase.io
@@ -62,10 +62,10 @@ def build_section(section: str):
         raise UserError(re.sub(r"\bbuild\.", f"{section}.", str(exc))) from None
 
 
-def build_specs(structures: list[dict], defaults: dict, section: str = "build") -> list[BuildSpec]:
+def build_specs(structures: list[dict], defaults: BuildSpec | None = None, section: str = "build") -> list[BuildSpec]:
     """One BuildSpec per ``build``-style section, filled in from ``defaults`` (the config's ``build``);
     errors name ``section[i]``."""
-    base = {k: v for k, v in defaults.items() if k != "output"}
+    base = {k: v for k, v in asdict(defaults or BuildSpec()).items() if k != "output"}
     specs = []
     for i, spec in enumerate(structures):
         with build_section(section if section == "build" else f"{section}[{i}]"):
@@ -73,7 +73,7 @@ def build_specs(structures: list[dict], defaults: dict, section: str = "build") 
     return specs
 
 
-def check_buildable(system: OlivineSystem, structures: list[dict], defaults: dict, section: str) -> None:
+def check_buildable(system: OlivineSystem, structures: list[dict], defaults: BuildSpec, section: str) -> None:
     """Build every section once (milliseconds each), so that an unbuildable one stops a run before any work."""
     for i, spec in enumerate(build_specs(structures, defaults, section)):
         with build_section(f"{section}[{i}]"):

@@ -19,6 +19,14 @@ def unit_cell(system: OlivineSystem) -> Structure:
     return Structure.from_sites(sorted(structure, key=lambda site: order[site.specie.symbol]))
 
 
+def metal_shells(system: OlivineSystem) -> tuple[float, float]:
+    """The first two M-M neighbour distances (A) of the ideal lithiated crystal."""
+    atoms = supercell(system, (2, 2, 2))
+    metals = np.flatnonzero(np.array(atoms.get_chemical_symbols()) == system.metal)
+    shells = np.unique(np.round(atoms.get_distances(metals[0], metals[1:], mic=True), 2))
+    return float(shells[0]), float(shells[1])
+
+
 def supercell(system: OlivineSystem, repeats: tuple[int, int, int]) -> Atoms:
     """Tile the unit cell; keep which unit cell each atom came from and its AFM spin sign.
 

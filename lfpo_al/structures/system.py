@@ -35,6 +35,11 @@ class ValenceRule:
                 f"M{self.reduced}+ bond lengths ({lo}, {hi})"
             )
 
+    @property
+    def bond_gap(self) -> float:
+        """Mean M-O bond length of M(reduced) minus that of M(oxidised), A: the valence signal's size."""
+        return self.bond_length[self.reduced] - self.bond_length[self.oxidised]
+
 
 @dataclass
 class OlivineSystem:
