@@ -30,6 +30,7 @@ class RunResult:
     first_frame: int = 0  # frames dropped from the start (skip_fs): times count from the file's first frame
     bonds: np.ndarray | None = None
     smooth: np.ndarray | None = None
+    states: np.ndarray | None = None  # (nM, F) valence after smoothing and hysteresis
     threshold: float = 0.0
     pairs: tuple[np.ndarray, np.ndarray] | None = None
     profile: dict | None = None
@@ -104,7 +105,8 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
 
     row: dict = {"trajectory": traj.name, "temperature_K": traj.temperature, "n_frames": int(n_frames),
                  "duration_ps": round(traj.duration_ps, 6)}
-    flips, flips_counted, bonds, smooth, threshold = Events.empty(), np.zeros(0, bool), None, None, rule.bond_threshold
+    flips, flips_counted, bonds, smooth, states = Events.empty(), np.zeros(0, bool), None, None, None
+    threshold = rule.bond_threshold
     extra: dict = {}
     if len(metal):
         bonds = mean_bond_lengths(traj.positions, traj.cells, metal, oxygen, dtype=np.float32, metal_major=True)
@@ -162,7 +164,7 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
         result.profile = _profile(traj, system, settings, axis, metal, states, frames_for_hist, flips, flips_counted, counted_ps)
         row["interface"] = {k: result.profile[k] for k in ("interfacial", "bulk")} | {"axis": "abc"[axis]}
     if keep_arrays:
-        result.bonds, result.smooth = bonds, smooth
+        result.bonds, result.smooth, result.states = bonds, smooth, states
     return result
 
 

@@ -48,7 +48,9 @@ class Components:
         )
         for section, structures in (("explore.structures", comp.explore.structures),
                                     ("loop.init_structures", comp.loop.init_structures),
-                                    ("validate.test_structures", comp.validate.test_structures)):
+                                    ("validate.test_structures", comp.validate.test_structures),
+                                    ("validate.dynamics.structures", comp.validate.dynamics.structures)):
             check_buildable(comp.system, structures, comp.build_defaults, section)
         comp.labeler.attach_profile(comp.machine.profiles)
+        comp.validate.check_dynamics_teacher(comp.labeler.core_seconds_per_atom)
         return comp

@@ -8,16 +8,9 @@ import numpy as np
 from ase import Atoms
 
 from lfpo_al.errors import UserError, first_line
-from lfpo_al.structures.builder import BuildSpec, build_structure
+from lfpo_al.structures.builder import BuildSpec, built_structures
 from lfpo_al.structures.system import OlivineSystem
-
-
-def built_structures(system: OlivineSystem, specs: list[BuildSpec]):
-    """The built structure of each spec, tagged with its family (composition and Li order) for the reports."""
-    for spec in specs:
-        built = build_structure(system, spec)
-        built.info["family"] = f"x{spec.x:.2f}-{spec.li_order}"
-        yield built
+from lfpo_al.validate.md import LangevinProtocol, langevin_frames
 
 
 def perturbed_frames(
@@ -40,20 +33,12 @@ def perturbed_frames(
 def langevin_snapshots(atoms: Atoms, calc, rng: np.random.Generator, temperature_k: float, n_snapshots: int,
                        interval_steps: int) -> list[Atoms]:
     """Copies (no calculator) every ``interval_steps`` of a Langevin NVT run (1 fs) of ``calc`` from ``atoms``."""
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-    work = atoms.copy()
-    work.calc = calc
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature_k, rng=rng)
-    dyn = Langevin(work, 1.0 * units.fs, temperature_K=temperature_k, friction=0.02 / units.fs, rng=rng)
-    snaps = []
-    for _ in range(n_snapshots):
-        dyn.run(interval_steps)
-        snap = work.copy()
-        snap.calc = None
-        snaps.append(snap)
+    protocol = LangevinProtocol(temperature_k, n_snapshots * interval_steps, timestep_fs=1.0,
+                                record_every=interval_steps, friction_per_fs=0.02)
+    snaps = langevin_frames(atoms, calc, protocol, rng)[1:]
+    for snap in snaps:
+        for key in ("time_fs", "temperature", "step"):
+            snap.info.pop(key)
     return snaps
 
 

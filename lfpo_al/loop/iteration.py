@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ase.io
@@ -38,6 +38,7 @@ class RunData:
     test_data: Path
     polaron_starts: list
     teacher_relaxed: list
+    dynamics_cases: list = field(default_factory=list)  # held-out MD against the teacher's (validate.dynamics)
 
     @property
     def layout(self) -> RunLayout:
@@ -111,7 +112,8 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
 
     def validate():
         validation = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
-                                   comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)])
+                                   comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)],
+                                   dynamics_cases=data.dynamics_cases)
         calibration = calibrate_for(comp.selection, validation.deviation, validation.force_error,
                                     out_png=validation.out_dir / "calibration.png")
         return asdict(ValidateOutcome.from_metrics(validation.record(calibration)))

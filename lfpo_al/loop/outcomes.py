@@ -65,10 +65,11 @@ class ValidateOutcome:
     valence_agreement: float
     mean_mo_bond_error_ang: float | None
     calibration: dict
+    dynamics_summary: dict | None = None  # the worst held-out structure's dynamics metrics, when validated
 
     @classmethod
     def from_metrics(cls, metrics: dict) -> ValidateOutcome:
-        return cls(**{name: metrics[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: metrics.get(name) for name in cls.__dataclass_fields__})
 
 
 @dataclass

@@ -24,7 +24,7 @@ from lfpo_al.loop.report import print_summary
 from lfpo_al.loop.state import SETUP, RunState
 from lfpo_al.structures.builder import build_specs
 from lfpo_al.train.pretrained import resolve_pretrained
-from lfpo_al.validate.reference import teacher_references
+from lfpo_al.validate.reference import dynamics_cases, teacher_dynamics, teacher_references
 from lfpo_al.validate.settings import ValidateSettings
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,12 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
                 "polaron_reference": settings.reference_for(comp.labeler.core_seconds_per_atom),
                 "test_frames": test_frames}
 
-    run_step(state, SETUP, "init_data", init_data, tracker)
-    run_step(state, SETUP, "test_set", test_set, tracker)
+    cases = dynamics_cases(comp.validate.dynamics, comp.system, comp.build_defaults, data_dir / "dynamics")
+    with teacher_dynamics(cases, comp.labeler, state.done(SETUP, "teacher_dynamics") is not None) as wait:
+        # the teacher's held-out MD runs on the core the set-up's labeling leaves free
+        run_step(state, SETUP, "init_data", init_data, tracker)
+        run_step(state, SETUP, "test_set", test_set, tracker)
+        run_step(state, SETUP, "teacher_dynamics", wait, tracker)
     return RunData(
         run_dir=run_dir,
         pretrained=resolve_pretrained(comp.model.pretrained, comp.model.head),
@@ -71,13 +75,15 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         test_data=data_dir / "test" / "data",
         polaron_starts=ase.io.read(data_dir / "polaron_starts.extxyz", index=":"),
         teacher_relaxed=ase.io.read(data_dir / "teacher_relaxed.extxyz", index=":"),
+        dynamics_cases=cases,
     )
 
 
 def converged(row: IterationRow, targets: ValidateSettings) -> bool:
     return (row.select.accurate_ratio >= targets.target_accurate_ratio
             and row.validate.force_rmse_ev_per_ang <= targets.target_force_rmse
-            and row.validate.valence_agreement >= targets.target_valence_agreement)
+            and row.validate.valence_agreement >= targets.target_valence_agreement
+            and targets.dynamics_converged(row.validate.dynamics_summary))
 
 
 def log_selected_frames(tracker, report_path: Path, k: int) -> None:
@@ -120,7 +126,7 @@ def train_command(cfg: DictConfig) -> int:
                 calibration = row.validate.calibration
                 tracker.log({key: v for key, v in row.flat().items() if key != "iter"}, step=k, images={
                     f"plots/{name}": data.step_dir(k, "validate") / f"{name}.png"
-                    for name in ("parity", "calibration", "bond_parity")})
+                    for name in ("parity", "calibration", "bond_parity", "dynamics")})
                 log_selected_frames(tracker, data.step_dir(k, "select") / "report.json", k)
                 stop = ("converged" if converged(row, comp.validate) else
                         "label budget spent" if labels_used >= budget else

@@ -80,6 +80,14 @@ def check_buildable(system: OlivineSystem, structures: list[dict], defaults: Bui
             build_structure(system, spec)
 
 
+def built_structures(system: OlivineSystem, specs: list[BuildSpec]):
+    """The built structure of each spec, tagged with its family (composition and Li order) for the reports."""
+    for spec in specs:
+        built = build_structure(system, spec)
+        built.info["family"] = f"x{spec.x:.2f}-{spec.li_order}"
+        yield built
+
+
 def build_structure(system: OlivineSystem, spec: BuildSpec) -> Atoms:
     """LixMPO4 with per-atom ``valence`` (2/3 on M, 0 elsewhere) and ``initial_magmoms``."""
     atoms = supercell(system, tuple(spec.supercell))

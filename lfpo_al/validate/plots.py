@@ -46,3 +46,30 @@ def bond_parity_plot(bonds_model: np.ndarray, bonds_teacher: np.ndarray, thresho
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def dynamics_plot(compared: list[tuple[str, dict, object, object]], oxidised: int, path: Path) -> Path:
+    """Per held-out case (name, metrics, model side, teacher side): the smoothed mean M-O histograms overlaid,
+    and the M3+ count per frame of each seed against charge balance."""
+    fig, axes = plt.subplots(len(compared), 2, figsize=(10, 3.2 * len(compared)), squeeze=False)
+    for (name, metrics, model, teacher), (ax_h, ax_t) in zip(compared, axes):
+        bins = np.linspace(1.95, 2.35, 61)
+        for side, label, style in ((teacher, "teacher", "-"), (model, "model", "--")):
+            ax_h.hist(side.smoothed_bonds(), bins=bins, density=True, histtype="step", linestyle=style, label=label)
+            for seed, (counts, result) in enumerate(zip(side.oxidised_counts(oxidised), side.results)):
+                ax_t.plot(np.arange(len(counts)) * result.frame_interval_fs / 1000.0, counts, style, lw=1,
+                          label=f"{label} seed {seed}")
+        ax_h.axvline(metrics["threshold_ang"], color="grey", lw=0.8)
+        ax_h.set(xlabel="smoothed mean M-O (A)", ylabel="density",
+                 title=f"{name}: W1 {metrics['wasserstein_ang']:.4f} A")
+        if metrics["m3_expected"] is not None:
+            ax_t.axhline(metrics["m3_expected"], color="grey", lw=0.8, label="charge balance")
+        ratio = metrics["flip_rate_ratio"]["ratio"]
+        ax_t.set(xlabel="time (ps)", ylabel="M3+ count",
+                 title=f"flip rate ratio {'n/a' if ratio is None else f'{ratio:.2f}'}")
+        ax_h.legend(fontsize=7)
+        ax_t.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,26 +1,32 @@
-"""The teacher's polaron references, made once at set-up: what the validate step compares the model with.
+"""The teacher's references, made once at set-up: what the validate step compares the model with.
 
 ``teacher_relaxed``: the teacher relaxes each polaron start (a cheap, in-process teacher), in a second
 process while the caller makes and labels the test frames. ``teacher_moments``: the start itself, with
 the valence the teacher's moments give each metal on its label (for a DFT teacher, whose relaxation
-would cost hours); the start must be among the labeled test frames.
+would cost hours); the start must be among the labeled test frames. Dynamics: the teacher's Langevin
+MD from each held-out start (``dynamics_cases``), or the user's AIMD files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import ase.io
 from ase import Atoms
 
+from lfpo_al.errors import UserError
 from lfpo_al.label.base import Labeler, read_failure
 from lfpo_al.label.checks import valence_from_moments
+from lfpo_al.structures.builder import BuildSpec, build_specs, built_structures
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.validate.geometry import TEACHER_VALENCE, relax_all, second_process
-from lfpo_al.validate.settings import ValidateSettings
+from lfpo_al.validate.md import DynamicsCase, LangevinProtocol, run_cases
+from lfpo_al.validate.settings import DynamicsSettings, ValidateSettings
 
 
 def moments_reference(start: Atoms, task_dir: Path, labeler: Labeler, system: OlivineSystem) -> Atoms:
@@ -59,3 +65,56 @@ def teacher_references(starts: list[Atoms], labeler: Labeler, system: OlivineSys
             return refs
 
         yield references
+
+
+def dynamics_cases(settings: DynamicsSettings, system: OlivineSystem, build_defaults: BuildSpec | None,
+                   teacher_dir: Path) -> list[DynamicsCase]:
+    """The held-out dynamics runs: each built start at each temperature (teacher runs to be made in
+    ``teacher_dir``), then each of the user's reference trajectories."""
+    from lfpo_al.analysis.trajectory import load_trajectory
+
+    cases = []
+    specs = build_specs(settings.structures, build_defaults, "validate.dynamics.structures")
+    for j, start in enumerate(built_structures(system, specs)):
+        for temperature in settings.temperatures:
+            name = f"d{j}.{start.info['family']}.T{temperature:g}"
+            protocols = [LangevinProtocol(temperature, settings.n_steps, settings.timestep_fs, settings.record_every,
+                                          settings.friction_per_fs, seed) for seed in settings.seeds]
+            paths = [Path(teacher_dir) / f"{name}.s{p.seed}.teacher.extxyz" for p in protocols]
+            cases.append(DynamicsCase(name, start, protocols, paths))
+    key = "validate.dynamics.reference_md"
+    for i, file in enumerate(settings.reference_md):
+        given = settings.reference_temperatures[i] if settings.reference_temperatures else None
+        reference = load_trajectory(Path(file).expanduser(), system, temperature=given, key=key)
+        if reference.temperature is None:
+            raise UserError(f"{key}: {file} gives no temperature; set validate.dynamics.reference_temperatures")
+        record_every = reference.frame_interval_fs / settings.timestep_fs
+        if abs(record_every - round(record_every)) > 1e-6 or round(record_every) < 1:
+            raise UserError(f"{key}: {file} has frames {reference.frame_interval_fs:g} fs apart, not a multiple of "
+                            f"validate.dynamics.timestep_fs={settings.timestep_fs:g}; set the timestep to divide it")
+        every = int(round(record_every))
+        protocol = LangevinProtocol(reference.temperature, every * (reference.n_frames - 1), settings.timestep_fs, every,
+                                    settings.friction_per_fs, settings.seeds[0])
+        start = ase.io.read(Path(file).expanduser(), index=0)
+        start.calc = None
+        start.info["family"] = Path(file).stem
+        cases.append(DynamicsCase(f"r{i}.{Path(file).stem}.T{reference.temperature:g}", start, [protocol],
+                                  [Path(file).expanduser()]))
+    return cases
+
+
+@contextmanager
+def teacher_dynamics(cases: list[DynamicsCase], labeler: Labeler, done: bool) -> Iterator[Callable[[], dict]]:
+    """The teacher's runs of ``cases`` that are missing, in a second process while the ``with`` block works
+    (``done``: the set-up recorded them; nothing is run). The callable it yields waits for them and returns
+    the step's record. User trajectories (``reference_md``) exist already and are not run."""
+    missing = [c for c in cases if not all(p.is_file() for p in c.teacher_paths)]
+    with second_process() as pool:
+        running = pool.submit(run_cases, labeler.ase_calculator, missing, attrgetter("teacher_paths")) \
+            if missing and not done else None
+
+        def wait() -> dict:
+            written = running.result() if running is not None else []
+            return {"n_cases": len(cases), "n_runs": sum(len(c.teacher_paths) for c in cases), "n_written": len(written)}
+
+        yield wait

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from lfpo_al.config import make_settings
 from lfpo_al.errors import UserError
 
 POLARON_REFERENCES = ("auto", "teacher_relaxed", "teacher_moments")
@@ -14,6 +16,59 @@ CHEAP_TEACHER_S_PER_ATOM = 0.1   # CHGNet: 0.0085; GPAW PBE+U: ~9 (core-s per at
 def is_cheap_teacher(core_seconds_per_atom: float | None) -> bool:
     """A teacher measured at most ``CHEAP_TEACHER_S_PER_ATOM`` (unknown cost counts as expensive)."""
     return core_seconds_per_atom is not None and core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
+
+
+@dataclass
+class DynamicsSettings:
+    """MD of ensemble member 0 and of the teacher from the same held-out starts: same thermostat (Langevin,
+    ``friction_per_fs``), timestep, length and seeds, at each of ``temperatures`` (the config passes the
+    exploration temperatures). ``structures``: build sections of the starts, made by the system config
+    (empty: no dynamics validation). ``reference_md``: the user's own teacher trajectories (AIMD, any file
+    ASE reads, with a time per frame) instead of the teacher's MD: the model then runs from each file's
+    first frame, at its temperature, as long as it. ``smoothing_fs``: running mean of the mean M-O bond."""
+
+    structures: list[dict] = field(default_factory=list)
+    temperatures: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    n_steps: int = 2000
+    timestep_fs: float = 1.0
+    record_every: int = 10
+    friction_per_fs: float = 0.01
+    smoothing_fs: float = 100.0
+    reference_md: list[str] = field(default_factory=list)
+    reference_temperatures: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.temperatures = [float(t) for t in self.temperatures or []]
+        self.seeds = [int(s) for s in self.seeds or []]
+        self.reference_md = [str(p) for p in self.reference_md or []]
+        if (self.structures or self.reference_md) and not self.seeds:
+            raise UserError("validate.dynamics.seeds is empty; give at least one seed, e.g. [0, 1]")
+        if self.structures and not self.temperatures:
+            raise UserError("validate.dynamics.temperatures is empty; give the MD temperatures in K (default: the "
+                            "exploration temperatures)")
+        if any(t <= 0 for t in self.temperatures):
+            raise UserError(f"validate.dynamics.temperatures={self.temperatures} must be positive kelvin")
+        for name in ("n_steps", "record_every"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise UserError(f"validate.dynamics.{name}={value} must be a positive integer")
+        if self.n_steps < 2 * self.record_every:
+            raise UserError(f"validate.dynamics.n_steps={self.n_steps} records fewer than three frames at "
+                            f"record_every={self.record_every}; raise n_steps or lower record_every")
+        for name in ("timestep_fs", "friction_per_fs", "smoothing_fs"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"validate.dynamics.{name}={getattr(self, name)} must be positive")
+        missing = [p for p in self.reference_md if not Path(p).expanduser().is_file()]
+        if missing:
+            raise UserError(f"validate.dynamics.reference_md: no file {missing[0]}; give the teacher trajectories' paths")
+        if self.reference_temperatures and len(self.reference_temperatures) != len(self.reference_md):
+            raise UserError(f"validate.dynamics.reference_temperatures has {len(self.reference_temperatures)} values for "
+                            f"{len(self.reference_md)} reference_md files; give one per file, or none to read them")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.structures or self.reference_md)
 
 
 @dataclass
@@ -48,6 +103,11 @@ class ValidateSettings:
     target_accurate_ratio: float = 0.9
     target_force_rmse: float = 0.15
     target_valence_agreement: float = 0.95
+    dynamics: DynamicsSettings | dict = field(default_factory=DynamicsSettings)
+    # held against the worst held-out structure; null: not a convergence condition
+    target_m3_population_rel_error: float | None = None
+    target_wasserstein_ang: float | None = None
+    target_flip_rate_ratio: float | None = None
 
     def reference_for(self, teacher_core_seconds_per_atom: float | None) -> str:
         """The polaron reference this teacher gets (``auto`` resolved)."""
@@ -62,6 +122,14 @@ class ValidateSettings:
         return "teacher_md" if is_cheap_teacher(teacher_core_seconds_per_atom) else "perturbed"
 
     def __post_init__(self) -> None:
+        if isinstance(self.dynamics, dict):
+            self.dynamics = make_settings(DynamicsSettings, self.dynamics, "validate.dynamics")
+        for name in ("target_m3_population_rel_error", "target_wasserstein_ang"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                raise UserError(f"validate.{name}={getattr(self, name)} must be >= 0, or null")
+        if self.target_flip_rate_ratio is not None and not self.target_flip_rate_ratio >= 1:
+            raise UserError(f"validate.target_flip_rate_ratio={self.target_flip_rate_ratio} must be >= 1 (a factor either "
+                            "way), or null")
         if self.test_frames not in TEST_FRAME_KINDS:
             raise UserError(f"validate.test_frames={self.test_frames!r} is unknown; choose one of {', '.join(TEST_FRAME_KINDS)}")
         if self.test_md_interval_steps < 1 or self.test_md_temperature_k <= 0:
@@ -75,3 +143,32 @@ class ValidateSettings:
         for name in ("target_accurate_ratio", "target_valence_agreement"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"validate.{name}={getattr(self, name)} must be a fraction in [0, 1]")
+
+    def check_dynamics_teacher(self, teacher_core_seconds_per_atom: float | None) -> None:
+        """The teacher's own MD is run only for a cheap, in-process teacher; a DFT teacher brings its AIMD."""
+        if self.dynamics.structures and not is_cheap_teacher(teacher_core_seconds_per_atom):
+            raise UserError("validate.dynamics.structures needs the teacher's MD, too slow with this teacher "
+                            f"(label.core_seconds_per_atom={teacher_core_seconds_per_atom}); pass its AIMD as "
+                            "validate.dynamics.reference_md=[files] and set validate.dynamics.structures=[]")
+
+    def dynamics_converged(self, summary: dict | None) -> bool:
+        """The dynamics targets that are set, held against the worst structure (no summary: not converged)."""
+        targets = (self.target_m3_population_rel_error, self.target_wasserstein_ang, self.target_flip_rate_ratio)
+        if all(t is None for t in targets):
+            return True
+        if not summary:
+            return False
+        checks = []
+        if self.target_m3_population_rel_error is not None:
+            checks.append(_at_most(summary.get("m3_population_rel_error"), self.target_m3_population_rel_error))
+        if self.target_wasserstein_ang is not None:
+            checks.append(_at_most(summary.get("wasserstein_ang"), self.target_wasserstein_ang))
+        if self.target_flip_rate_ratio is not None:
+            ratio = summary.get("flip_rate_ratio")
+            checks.append(ratio is not None and ratio > 0 and
+                          1 / self.target_flip_rate_ratio <= ratio <= self.target_flip_rate_ratio)
+        return all(checks)
+
+
+def _at_most(value: float | None, target: float) -> bool:
+    return value is not None and value <= target

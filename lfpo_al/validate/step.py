@@ -19,12 +19,15 @@ from ase import Atoms
 
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
+from lfpo_al.validate.dynamics import compare_trajectories, summarise
 from lfpo_al.validate.geometry import TEACHER_VALENCE, compare_geometry, relax_all, second_process
+from lfpo_al.validate.md import DynamicsCase, run_cases
 from lfpo_al.validate.metrics import error_table, load_systems, predict
-from lfpo_al.validate.plots import bond_parity_plot, parity_plot
+from lfpo_al.validate.plots import bond_parity_plot, dynamics_plot, parity_plot
 from lfpo_al.validate.settings import ValidateSettings
 
 log = logging.getLogger(__name__)
+DYNAMICS_DIR = "dynamics"  # member 0's held-out MD, inside the validate folder
 
 
 def deviation_and_error(predictions) -> tuple[np.ndarray, np.ndarray]:
@@ -69,18 +72,27 @@ def validate_step(
     settings: ValidateSettings,
     out_dir: Path,
     new_label_dirs: list[Path] = (),
+    dynamics_cases: list[DynamicsCase] = (),
 ) -> Validation:
     """Evaluate the ensemble; write the plots and ``deviation_vs_error.txt`` in ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from deepmd.calculator import DP
 
-    # member 0 relaxes the polaron starts in a second process while the test set is scored
+    # member 0 relaxes the polaron starts, then runs the held-out MD, in a second process while the test
+    # set is scored
+    member0 = partial(DP, model=str(models[0]))
     with second_process() as pool:
-        relaxing = pool.submit(relax_all, partial(DP, model=str(models[0])), polaron_starts, settings.relax_fmax,
-                               settings.relax_steps)
+        relaxing = pool.submit(relax_all, member0, polaron_starts, settings.relax_fmax, settings.relax_steps)
+        running = (pool.submit(run_cases, member0, list(dynamics_cases),
+                               partial(DynamicsCase.model_paths, out_dir=out_dir / DYNAMICS_DIR))
+                   if dynamics_cases else None)
         metrics, deviation, error, n_test = _score(models, test_dirs, new_label_dirs, out_dir)
         relaxed = relaxing.result()
+        if running is not None:
+            running.result()
+    if dynamics_cases:
+        metrics.update(compare_dynamics(dynamics_cases, system, settings, out_dir))
     ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
     geometry = compare_geometry(relaxed, teacher_relaxed, system)
     metrics.update({k: geometry[k] for k in ("valence_agreement", "mean_mo_bond_error_ang", "max_mo_bond_error_ang")})
@@ -92,6 +104,25 @@ def validate_step(
         bond_parity_plot(bonds_model, bonds_teacher, system.valence.bond_threshold, out_dir / "bond_parity.png")
 
     return Validation(metrics, deviation, error, n_test, out_dir)
+
+
+def compare_dynamics(cases: list[DynamicsCase], system: OlivineSystem, settings: ValidateSettings, out_dir: Path) -> dict:
+    """Model against teacher per case (``dynamics``), their worst (``dynamics_summary``), ``dynamics.png``."""
+    from lfpo_al.analysis.trajectory import load_trajectory
+
+    per_case, compared = {}, []
+    for case in cases:
+        read = lambda paths: [load_trajectory(p, system, key="validate.dynamics") for p in paths]  # noqa: E731
+        metrics, model, teacher = compare_trajectories(read(case.model_paths(out_dir / DYNAMICS_DIR)),
+                                                       read(case.teacher_paths), system, settings.dynamics.smoothing_fs)
+        per_case[case.name] = metrics
+        compared.append((case.name, metrics, model, teacher))
+    dynamics_plot(compared, system.valence.oxidised, out_dir / "dynamics.png")
+    summary = summarise(per_case)
+    log.info("validate dynamics: W1 %s A (teacher seeds %s), M3+ population error %s, flip rate ratio %s",
+             summary["wasserstein_ang"], summary["wasserstein_teacher_seeds_ang"], summary["m3_population_rel_error"],
+             summary["flip_rate_ratio"])
+    return {"dynamics": per_case, "dynamics_summary": summary}
 
 
 def _score(models: list[Path], test_dirs: list[Path], new_label_dirs,

@@ -1,0 +1,196 @@
+"""Polaron dynamics of the model against its teacher, from trajectories that differ only in the forces.
+
+Per held-out structure and temperature, both sides are read by the analysis suite with the same
+smoothing, hysteresis and d*: the valley of the teacher's smoothed M-O histogram (seeds pooled; the
+system's ``bond_threshold`` when the teacher's is not bimodal), and compared on what the flip analysis
+reads:
+- M3+ population: mean and spread over frames against the count charge balance requires;
+- bimodality of the smoothed mean M-O histogram (valley depth; a blurred model has one peak);
+- 1-Wasserstein distance between the two smoothed M-O distributions (A), with the teacher's own
+  seed-to-seed distance beside it where there are two seeds or more (the noise floor);
+- flip-rate ratio with an exact 95 % Poisson interval (conditional binomial, Clopper-Pearson);
+- M-O and Li-O radial distribution functions: relative L1 distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lfpo_al.analysis.events import histogram_valley
+from lfpo_al.analysis.pipeline import RunResult, analyze_trajectory
+from lfpo_al.analysis.settings import AnalysisSettings
+from lfpo_al.analysis.trajectory import Trajectory
+from lfpo_al.structures.system import OlivineSystem
+
+RDF_MAX_ANG = 4.0
+RDF_BIN_ANG = 0.05
+RDF_MAX_FRAMES = 100  # frames ~100 fs apart or closer are correlated: more add time, not information
+
+
+@dataclass
+class SideRuns:
+    """One side (model or teacher) of one comparison: its trajectories (one per seed) and their analyses."""
+
+    trajectories: list[Trajectory]
+    results: list[RunResult]
+
+    @classmethod
+    def analyse(cls, trajectories: list[Trajectory], system: OlivineSystem, smoothing_fs: float,
+                threshold: float | str = "system") -> "SideRuns":
+        settings = AnalysisSettings(threshold=threshold, smoothing_fs=smoothing_fs, sensitivity=False, plots=False,
+                                    li_dwell_fs=0.0)
+        return cls(trajectories, [analyze_trajectory(t, system, settings, trust_level=None) for t in trajectories])
+
+    def smoothed_bonds(self, seed: int | None = None) -> np.ndarray:
+        results = self.results if seed is None else [self.results[seed]]
+        return np.concatenate([r.smooth.ravel() for r in results])
+
+    def oxidised_counts(self, oxidised: int) -> list[np.ndarray]:
+        """Per seed: the number of M3+ in each frame."""
+        return [(r.states == oxidised).sum(axis=0) for r in self.results]
+
+    def flips_and_exposure(self) -> tuple[int, float]:
+        """Counted flips and metal-picoseconds, pooled over seeds."""
+        n = sum(int(r.row["n_fe_flips"]) for r in self.results)
+        exposure = sum(r.row["n_fe"] * r.row["trusted_duration_ps"] for r in self.results)
+        return n, float(exposure)
+
+
+def wasserstein(u: np.ndarray, v: np.ndarray) -> float:
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(np.asarray(u, float), np.asarray(v, float)))
+
+
+def rate_ratio(n_a: int, exposure_a: float, n_b: int, exposure_b: float, confidence: float = 0.95) -> dict:
+    """Ratio of two Poisson rates (a over b) with an exact interval: given n = n_a + n_b, n_a is
+    binomial with p = R e_a / (R e_a + e_b); a Clopper-Pearson interval on p maps onto R."""
+    from scipy.stats import beta
+
+    out = {"n_model": int(n_a), "n_teacher": int(n_b), "ratio": None, "low": None, "high": None}
+    if exposure_a <= 0 or exposure_b <= 0:
+        return out
+    n, alpha = n_a + n_b, 1.0 - confidence
+    if n_b > 0:
+        out["ratio"] = round((n_a / exposure_a) / (n_b / exposure_b), 4)
+    if n == 0:
+        return out
+    p_low = beta.ppf(alpha / 2, n_a, n_b + 1) if n_a > 0 else 0.0
+    p_high = beta.ppf(1 - alpha / 2, n_a + 1, n_b) if n_b > 0 else 1.0
+    to_ratio = lambda p: p / (1 - p) * exposure_b / exposure_a  # noqa: E731
+    out["low"] = round(float(to_ratio(p_low)), 4)
+    out["high"] = None if p_high >= 1 else round(float(to_ratio(p_high)), 4)
+    return out
+
+
+def pair_rdf(traj: Trajectory, a: str, b: str, r_max: float = RDF_MAX_ANG, dr: float = RDF_BIN_ANG,
+             max_frames: int = RDF_MAX_FRAMES) -> np.ndarray:
+    """g_ab(r) on bins of ``dr`` up to ``r_max``, averaged over up to ``max_frames`` evenly spaced frames
+    (periodic images included)."""
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    ia, ib = traj.indices(a), traj.indices(b)
+    edges = np.arange(0.0, r_max + dr / 2, dr)
+    counts = np.zeros(len(edges) - 1)
+    is_b = np.zeros(len(traj.symbols), bool)
+    is_b[ib] = True
+    is_a = np.zeros(len(traj.symbols), bool)
+    is_a[ia] = True
+    volume = 0.0
+    frames = np.unique(np.linspace(0, len(traj.positions) - 1, min(len(traj.positions), max_frames)).astype(int))
+    for positions, cell in zip(traj.positions[frames], traj.cells[frames]):
+        atoms = Atoms(numbers=np.ones(len(positions), int), positions=positions, cell=cell, pbc=True)
+        i, j, d = neighbor_list("ijd", atoms, r_max)
+        keep = is_a[i] & is_b[j]
+        counts += np.histogram(d[keep], bins=edges)[0]
+        volume += abs(np.linalg.det(cell))
+    n_frames = len(frames)
+    density_b = len(ib) / (volume / n_frames)
+    shells = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    return counts / (n_frames * len(ia) * density_b * shells)
+
+
+def rdf_distance(model: np.ndarray, teacher: np.ndarray) -> float | None:
+    """Relative L1 distance: integral |g_model - g_teacher| dr over integral g_teacher dr."""
+    norm = float(np.sum(teacher))
+    return None if norm <= 0 else round(float(np.sum(np.abs(model - teacher)) / norm), 4)
+
+
+def _population(counts: list[np.ndarray]) -> dict:
+    pooled = np.concatenate(counts)
+    return {"mean": round(float(pooled.mean()), 4), "std": round(float(pooled.std()), 4),
+            "seed_means": [round(float(c.mean()), 4) for c in counts]}
+
+
+def _bimodality(values: np.ndarray, system: OlivineSystem) -> dict:
+    _, report = histogram_valley(values, system.valence.bond_threshold)
+    return {k: report.get(k) for k in ("bimodal", "depth", "peak_low", "peak_high")}
+
+
+def _seed_spread(side: SideRuns) -> float | None:
+    """Largest Wasserstein distance between two seeds of one side (None with one seed)."""
+    n = len(side.results)
+    if n < 2:
+        return None
+    return round(max(wasserstein(side.smoothed_bonds(i), side.smoothed_bonds(j))
+                     for i in range(n) for j in range(i + 1, n)), 5)
+
+
+def compare_trajectories(model: list[Trajectory], teacher: list[Trajectory], system: OlivineSystem,
+                         smoothing_fs: float) -> tuple[dict, SideRuns, SideRuns]:
+    """Both sides read with the teacher's d*; the metrics (``compare``) and the two analysed sides."""
+    first_pass = SideRuns.analyse(teacher, system, smoothing_fs)  # smoothing does not depend on d*
+    threshold, _ = histogram_valley(first_pass.smoothed_bonds(), system.valence.bond_threshold)
+    sides = [SideRuns.analyse(t, system, smoothing_fs, float(threshold)) for t in (model, teacher)]
+    return compare(*sides, system), sides[0], sides[1]
+
+
+def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem) -> dict:
+    """The dynamics metrics of one structure and temperature (``metrics.json`` entry)."""
+    rule = system.valence
+    first = model.results[0].row
+    pop_model, pop_teacher = _population(model.oxidised_counts(rule.oxidised)), _population(teacher.oxidised_counts(rule.oxidised))
+    rel = (None if pop_teacher["mean"] == 0 else
+           round(abs(pop_model["mean"] - pop_teacher["mean"]) / pop_teacher["mean"], 4))
+    bonds_model, bonds_teacher = model.smoothed_bonds(), teacher.smoothed_bonds()
+    rdf = {}
+    for label, (a, b) in (("mo", (system.metal, system.oxygen)), ("lio", (system.mobile_ion, system.oxygen))):
+        if len(model.trajectories[0].indices(a)):
+            g_model = np.mean([pair_rdf(t, a, b) for t in model.trajectories], axis=0)
+            g_teacher = np.mean([pair_rdf(t, a, b) for t in teacher.trajectories], axis=0)
+            rdf[f"rdf_{label}_distance"] = rdf_distance(g_model, g_teacher)
+    n_model, exposure_model = model.flips_and_exposure()
+    n_teacher, exposure_teacher = teacher.flips_and_exposure()
+    return {
+        "temperature_K": first["temperature_K"], "duration_ps": first["duration_ps"], "n_seeds": len(model.results),
+        "n_metal": first["n_fe"], "m3_expected": first.get("m3_expected"), "threshold_ang": first.get("threshold_ang"),
+        "m3_model": pop_model, "m3_teacher": pop_teacher, "m3_population_rel_error": rel,
+        "bimodality_model": _bimodality(bonds_model, system), "bimodality_teacher": _bimodality(bonds_teacher, system),
+        "wasserstein_ang": round(wasserstein(bonds_model, bonds_teacher), 5),
+        "wasserstein_teacher_seeds_ang": _seed_spread(teacher), "wasserstein_model_seeds_ang": _seed_spread(model),
+        "flip_rate_model_per_metal_ps": None if exposure_model <= 0 else round(n_model / exposure_model, 4),
+        "flip_rate_teacher_per_metal_ps": None if exposure_teacher <= 0 else round(n_teacher / exposure_teacher, 4),
+        "flip_rate_ratio": rate_ratio(n_model, exposure_model, n_teacher, exposure_teacher),
+        **rdf,
+    }
+
+
+def summarise(per_structure: dict[str, dict]) -> dict:
+    """The worst of each metric over the structures: what a convergence target is held against."""
+    def worst(values, key=lambda v: v):
+        values = [v for v in values if v is not None]
+        return max(values, key=key) if values else None
+
+    rows = list(per_structure.values())
+    ratios = [r["flip_rate_ratio"]["ratio"] for r in rows]
+    return {
+        "m3_population_rel_error": worst([r["m3_population_rel_error"] for r in rows]),
+        "wasserstein_ang": worst([r["wasserstein_ang"] for r in rows]),
+        "wasserstein_teacher_seeds_ang": worst([r["wasserstein_teacher_seeds_ang"] for r in rows]),
+        # the ratio farthest from 1 either way; a model without flips where the teacher has some is 0
+        "flip_rate_ratio": worst(ratios, key=lambda v: abs(np.log(v)) if v > 0 else np.inf),
+        "n_structures": len(rows),
+    }

@@ -1,0 +1,124 @@
+"""Dynamics metrics on trajectories with known answers (programmed bond traces), then one real short
+teacher-versus-model run."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lfpo_al.analysis.synthetic import synthetic_trajectory
+from lfpo_al.validate.dynamics import compare_trajectories, pair_rdf, rate_ratio, summarise, wasserstein
+
+
+def programmed(system, polaron_moves=4, seed=0, n_frames=600):
+    traj, truth = synthetic_trajectory(system, (1, 2, 2), n_frames=n_frames, polaron_moves=polaron_moves, li_hops=0,
+                                       seed=seed, min_gap_frames=60)
+    return traj, truth
+
+
+def scaled(traj, factor):
+    """The same trajectory in a cell expanded by ``factor``: every bond length times ``factor``."""
+    return replace(traj, positions=(traj.positions * factor).astype(np.float32), cells=traj.cells * factor)
+
+
+def test_a_model_identical_to_its_teacher_scores_perfectly(load_system):
+    system = load_system("lfpo")
+    traj, truth = programmed(system)
+    metrics, _, _ = compare_trajectories([traj], [traj], system, smoothing_fs=50)
+    assert metrics["wasserstein_ang"] == 0 and metrics["m3_population_rel_error"] == 0
+    assert metrics["rdf_mo_distance"] == 0 and metrics["rdf_lio_distance"] == 0
+    ratio = metrics["flip_rate_ratio"]
+    assert ratio["n_model"] == ratio["n_teacher"] == len(truth.flips) == 8
+    assert ratio["ratio"] == 1 and ratio["low"] < 1 < ratio["high"]
+    # the programmed cell: 16 Fe, x = 0.5, eight Fe3+ at every frame (a move keeps the count; the two
+    # flips of a move are dated apart by a frame or two)
+    assert metrics["m3_expected"] == 8 and metrics["m3_model"]["mean"] == pytest.approx(8, abs=0.01)
+    assert metrics["m3_model"]["std"] < 0.1
+    assert metrics["bimodality_teacher"]["bimodal"] is True
+
+
+def test_wasserstein_of_an_expanded_model_is_its_mean_bond_shift(load_system):
+    """W1(X, sX) = (s - 1) E[X] for positive X: a model whose octahedra are 1 % too large."""
+    system = load_system("lfpo")
+    traj, _ = programmed(system)
+    metrics, _, teacher = compare_trajectories([scaled(traj, 1.01)], [traj], system, smoothing_fs=50)
+    assert metrics["wasserstein_ang"] == pytest.approx(0.01 * teacher.smoothed_bonds().mean(), rel=1e-3)
+    assert metrics["rdf_mo_distance"] > 0.1  # the first M-O shell moved by 0.02 A, half a bin
+    assert wasserstein([1.0, 2.0], [1.0, 2.0]) == 0
+
+
+def test_a_model_without_flips_is_slower_than_its_teacher_beyond_the_counting_noise(load_system):
+    system = load_system("lfpo")
+    moving, _ = programmed(system, polaron_moves=6)
+    still, _ = programmed(system, polaron_moves=0)
+    metrics, _, _ = compare_trajectories([still], [moving], system, 50)
+    ratio = metrics["flip_rate_ratio"]
+    assert (ratio["n_model"], ratio["n_teacher"], ratio["ratio"], ratio["low"]) == (0, 12, 0.0, 0.0)
+    assert ratio["high"] < 0.5  # 0 against 12 flips: the interval excludes a rate even half the teacher's
+    assert summarise({"a": metrics})["flip_rate_ratio"] == 0.0
+
+
+def test_two_seeds_give_the_teachers_own_spread(load_system):
+    system = load_system("lfpo")
+    runs = [programmed(system, seed=s)[0] for s in (0, 1)]
+    metrics, _, teacher = compare_trajectories(runs, runs, system, 50)
+    spread = metrics["wasserstein_teacher_seeds_ang"]
+    assert spread == pytest.approx(wasserstein(teacher.smoothed_bonds(0), teacher.smoothed_bonds(1)), abs=1e-5)
+    assert spread > 0 and metrics["n_seeds"] == 2 and metrics["wasserstein_ang"] == 0
+
+
+def test_rate_ratio_interval():
+    equal = rate_ratio(100, 10.0, 100, 10.0)
+    assert equal["ratio"] == 1 and 0.74 < equal["low"] < 0.78 and 1.28 < equal["high"] < 1.35
+    half = rate_ratio(10, 5.0, 40, 10.0)  # 2 against 4 per unit: a ratio of 0.5
+    assert half["ratio"] == 0.5 and half["low"] < 0.5 < half["high"]
+    assert rate_ratio(3, 1.0, 0, 1.0)["ratio"] is None  # no teacher flips: no ratio, and no upper bound
+    assert rate_ratio(3, 1.0, 0, 1.0)["high"] is None
+
+
+def test_rdf_of_the_crystal_has_its_first_shells_where_the_system_puts_them(load_system):
+    system = load_system("lfpo")
+    traj, _ = programmed(system, polaron_moves=0, n_frames=130)
+    g = pair_rdf(traj, "Fe", "O")
+    r = np.arange(0.025, 4.0, 0.05)
+    assert 1.9 < r[np.argmax(g)] < 2.3  # the Fe-O octahedron
+    assert g[r < 1.8].sum() == 0
+
+
+# --- real MD: the CHGNet teacher and the shipped starter from the same held-out start -------------------
+
+@pytest.mark.slow
+def test_teacher_and_model_md_compared_end_to_end(tmp_path, load_system):
+    """The set-up's teacher runs (second process) and the validate step's model runs, on a 26-atom cell for
+    60 fs: files, metrics with their intervals, and the figure. A rerun finds every file and runs nothing."""
+    from functools import partial
+
+    from deepmd.calculator import DP
+
+    from lfpo_al.config import compose_config
+    from lfpo_al.loop.components import Components
+    from lfpo_al.validate.md import DynamicsCase, run_cases
+    from lfpo_al.validate.reference import dynamics_cases, teacher_dynamics
+    from lfpo_al.validate.step import DYNAMICS_DIR, compare_dynamics
+
+    comp = Components.from_config(compose_config([
+        "validate.dynamics.structures=[{x: 0.5, li_order: random, seed: 103, supercell: [1, 1, 1]}]",
+        "validate.dynamics.temperatures=[800]", "validate.dynamics.seeds=[0,1]", "validate.dynamics.n_steps=60",
+        "validate.dynamics.record_every=2", "validate.dynamics.smoothing_fs=10"]))
+    cases = dynamics_cases(comp.validate.dynamics, comp.system, comp.build_defaults, tmp_path / "teacher")
+    with teacher_dynamics(cases, comp.labeler, done=False) as wait:
+        record = wait()
+    assert record == {"n_cases": 1, "n_runs": 2, "n_written": 2}
+    starter = str(Path(__file__).parents[1] / "lfpo_al" / "starter" / "starter_dpa2.pt")
+    out = tmp_path / "validate"
+    assert len(run_cases(partial(DP, model=starter), cases, partial(DynamicsCase.model_paths, out_dir=out / DYNAMICS_DIR))) == 2
+    metrics = compare_dynamics(cases, comp.system, comp.validate, out)
+    (case,) = metrics["dynamics"].values()
+    assert case["n_seeds"] == 2 and case["n_metal"] == 4 and case["m3_expected"] == 2 and case["duration_ps"] == 0.06
+    assert case["wasserstein_ang"] > 0 and case["wasserstein_teacher_seeds_ang"] > 0
+    assert 0 <= case["rdf_mo_distance"] < 2 and 0 <= case["rdf_lio_distance"] < 2
+    assert (out / "dynamics.png").stat().st_size > 10_000
+    assert metrics["dynamics_summary"]["wasserstein_ang"] == case["wasserstein_ang"]
+    with teacher_dynamics(cases, comp.labeler, done=False) as wait:
+        assert wait()["n_written"] == 0
