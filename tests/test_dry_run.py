@@ -30,6 +30,7 @@ HAND = [
     "model.n_members=3", "model.numb_steps=50",
     "loop.init_frames_per_structure=2", "validate.frames_per_structure=2",
     "selection.max_selected=7", "loop.label_budget=5", "label.core_seconds_per_atom=3600",
+    "validate.dynamics.structures=[]",
 ]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lfpo_al.explore.step import family_name
+from lfpo_al.validate.reference import dynamics_cases
 from lfpo_al.label.driver import plan_round
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.state import RunState
@@ -227,6 +228,13 @@ def make_plan(cfg: DictConfig) -> Plan:
         setup.append(Stage("polaron reference", len(test), "teacher moments of the test set's built starts", 0.0, 0.0, jobs=1))
 
     model_cost = STARTER_COST if model.pretrained == "starter" else LARGE_COST
+    cases = dynamics_cases(validate.dynamics, comp.system, comp.build_defaults, Path(cfg.runs_dir))
+    dyn_runs = [(len(c.start), p.n_steps) for c in cases for p in c.protocols]
+    dyn_what = f"{plural(len(cases), 'held-out case')} x {plural(len(validate.dynamics.seeds), 'seed')}"
+    teacher_runs = [(len(c.start), p.n_steps) for c in cases if not c.user_reference for p in c.protocols]
+    if teacher_runs:  # one teacher call per step, as one label
+        setup.append(Stage("teacher dynamics", len(teacher_runs), dyn_what + ", in-process beside the labeling",
+                           None if cost is None else cost * sum(n * steps for n, steps in teacher_runs), 0.0, jobs=1))
     per_batch = round(sum(batch_atoms(model.batch_size, n) for _, n in init) / len(init))
     member_s = model.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
     size, size_note = pretrained_size(model.pretrained)
@@ -249,6 +257,9 @@ def make_plan(cfg: DictConfig) -> Plan:
                     f"selection.max_selected={max_selected}, loop.label_budget={budget}, ~{mean_md_atoms} atoms each",
                     [mean_md_atoms] * n_selected, comp, at_most=True),
     ]
+    if dyn_runs:  # validate: member 0 from each held-out start
+        iteration.append(Stage("held-out MD", len(dyn_runs), dyn_what + ", member 0, in-process",
+                               sum(n * steps for n, steps in dyn_runs) * model_cost.md_core_s_per_atom_step, 0.0))
 
     notes = [NOT_COUNTED]
     if cost is None:

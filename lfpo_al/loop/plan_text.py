@@ -42,7 +42,7 @@ def stage_rows(stages: list[Stage]) -> list[list[str]]:
 
 
 def plan_text(plan: Plan) -> str:
-    train, md, selected = plan.iteration
+    train, md, selected = plan.iteration[:3]
     n_labels = sum(s.tasks for s in plan.setup if s.name.startswith("label")) + selected.tasks
     lines = [
         f"Dry run of train '{plan.run_name}': nothing is run or written.",

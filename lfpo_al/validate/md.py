@@ -87,6 +87,7 @@ class DynamicsCase:
     start: Atoms
     protocols: list[LangevinProtocol]
     teacher_paths: list[Path]
+    user_reference: bool = False  # the teacher's trajectory is the user's file (validate.dynamics.reference_md)
 
     def model_paths(self, out_dir: Path) -> list[Path]:
         return [Path(out_dir) / f"{self.name}.s{p.seed}.model.extxyz" for p in self.protocols]

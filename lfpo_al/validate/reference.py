@@ -99,7 +99,7 @@ def dynamics_cases(settings: DynamicsSettings, system: OlivineSystem, build_defa
         start.calc = None
         start.info["family"] = Path(file).stem
         cases.append(DynamicsCase(f"r{i}.{Path(file).stem}.T{reference.temperature:g}", start, [protocol],
-                                  [Path(file).expanduser()]))
+                                  [Path(file).expanduser()], user_reference=True))
     return cases
 
 
