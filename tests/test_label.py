@@ -23,7 +23,7 @@ from lfpo_al.errors import UserError
 from lfpo_al.label.chgnet import ChgnetLabeler
 from lfpo_al.label.frames import FRAME_FILE, LABELED_FILE, read_labeled
 from lfpo_al.label.checks import valence_from_moments, valence_mismatch
-from lfpo_al.label.driver import label_frames, plan_round
+from lfpo_al.label.driver import TooManyFailures, label_frames, plan_round
 from lfpo_al.label.tasks import exclusive
 from lfpo_al.structures import BuildSpec, build_structure
 
@@ -227,7 +227,7 @@ def test_frames_round_tripped_through_extxyz_reuse_their_tasks(labeled_run, part
 
 def test_crashing_teacher_is_retried_then_quarantined(parts, tmp_path):
     system, machine, labeler = parts
-    crashing = CrashingLabeler(max_attempts=2)
+    crashing = CrashingLabeler(max_attempts=2, max_failed_fraction=1.0)
     report = label_frames([tiny_frame(system, 0)], crashing, machine, tmp_path / "w", system, progress=False)
     assert report.n_failed == 1 and report.n_dispatched == 2
     reason = report.failed[0]["reason"]
@@ -236,6 +236,24 @@ def test_crashing_teacher_is_retried_then_quarantined(parts, tmp_path):
     assert (task / "attempt.1" / "reason.txt").is_file() and (task / "attempt.2" / "task.err").is_file()
     again = label_frames([tiny_frame(system, 0)], crashing, machine, tmp_path / "w", system, progress=False)
     assert again.n_dispatched == 0 and again.n_failed == 1
+
+
+def test_a_teacher_failing_too_often_stops_the_step_after_its_report(parts, tmp_path):
+    """Two frames, both quarantined before dispatch (overlapping atoms): 100 % > the default 50 %."""
+    system, machine, labeler = parts
+    frames = [tiny_frame(system, 0), tiny_frame(system, 1)]
+    for frame in frames:
+        frame.positions[1] = frame.positions[0] + 0.1
+    with pytest.raises(TooManyFailures, match=r"2 of 2 label tasks in .* failed \(100% > label.max_failed_fraction=0.5\): "
+                                                r"atoms 0 and 1 are 0\.\d+ A apart.*quarantine.json") as stop:
+        label_frames(frames, labeler, machine, tmp_path / "w", system, progress=False)
+    assert "\n" not in str(stop.value)
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert report["n_failed"] == 2 and len(json.loads((tmp_path / "w" / "quarantine.json").read_text())) == 2
+    tolerant = ChgnetLabeler(max_failed_fraction=1.0)
+    assert label_frames(frames, tolerant, machine, tmp_path / "w", system, progress=False).n_failed == 2
+    with pytest.raises(UserError, match=r"label.max_failed_fraction=1.5 must be a fraction"):
+        ChgnetLabeler(max_failed_fraction=1.5)
 
 
 def test_bad_input_is_refused_in_one_line(parts, tmp_path):

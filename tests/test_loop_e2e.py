@@ -27,6 +27,8 @@ TINY = [
     "loop.max_iters=2", "loop.label_budget=100", "loop.init_frames_per_structure=2",
     "tracking.mode=offline",
     "machine.resources.group_size=1",  # label rounds of 2 tasks: results come home while others still run
+    "validate.dynamics.structures=[{x: 0.5, seed: 4, supercell: [1, 1, 1]}]", "validate.dynamics.seeds=[0]",
+    "validate.dynamics.n_steps=40", "validate.dynamics.record_every=4", "validate.dynamics.smoothing_fs=8",
 ]
 
 
@@ -69,6 +71,9 @@ def test_train_killed_during_labeling_resumes_without_relabeling(tmp_path):
         metrics = json.loads((run / f"iter.{k:06d}" / "04.validate" / "metrics.json").read_text())
         for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang", "valence_agreement", "mean_mo_bond_error_ang"):
             assert metrics[key] == metrics[key]  # present and not NaN
+        (case,) = metrics["dynamics"].values()  # member 0's held-out MD against the teacher's, 40 fs
+        assert case["duration_ps"] == 0.04 and case["wasserstein_ang"] > 0 and metrics["dynamics_summary"]["n_structures"] == 1
+        assert (run / f"iter.{k:06d}" / "04.validate" / "dynamics.png").is_file()
         report = json.loads((run / f"iter.{k:06d}" / "02.select" / "report.json").read_text())
         assert {"n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio"} <= set(report)
         assert (run / f"iter.{k:06d}" / "04.validate" / "parity.png").is_file()

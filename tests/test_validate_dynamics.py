@@ -122,3 +122,69 @@ def test_teacher_and_model_md_compared_end_to_end(tmp_path, load_system):
     assert metrics["dynamics_summary"]["wasserstein_ang"] == case["wasserstein_ang"]
     with teacher_dynamics(cases, comp.labeler, done=False) as wait:
         assert wait()["n_written"] == 0
+
+
+# --- settings and convergence -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("validate.dynamics.n_steps=5", r"validate.dynamics.n_steps=5 records fewer than three frames"),
+    ("validate.dynamics.seeds=[]", r"validate.dynamics.seeds is empty"),
+    ("validate.dynamics.reference_md=[/nonexistent.extxyz]", r"validate.dynamics.reference_md: no file /nonexistent"),
+    ("validate.target_flip_rate_ratio=0.5", r"validate.target_flip_rate_ratio=0.5 must be >= 1"),
+    ("validate.dynamics.structures=[{x: 0.5, supercell: [1, 0, 1]}]", r"validate.dynamics.structures\[0\]"),
+])
+def test_bad_dynamics_settings_are_refused_before_any_work(override, message):
+    from lfpo_al.config import compose_config
+    from lfpo_al.errors import UserError
+    from lfpo_al.loop.components import Components
+
+    structures = "validate.dynamics.structures=[{x: 0.5, li_order: random, seed: 103}]"
+    overrides = [override] if override.startswith("validate.dynamics.structures") else [structures, override]
+    with pytest.raises(UserError, match=message):
+        Components.from_config(compose_config(overrides))
+
+
+def test_a_dft_teacher_needs_its_own_aimd():
+    from lfpo_al.config import compose_config
+    from lfpo_al.errors import UserError
+    from lfpo_al.loop.components import Components
+
+    with pytest.raises(UserError, match=r"pass its AIMD as validate.dynamics.reference_md"):
+        Components.from_config(compose_config(["label=gpaw"]))  # the demo validates dynamics with CHGNet
+
+
+def test_dynamics_targets_gate_convergence_only_when_set():
+    from lfpo_al.validate.settings import ValidateSettings
+
+    summary = {"m3_population_rel_error": 0.08, "wasserstein_ang": 0.004, "flip_rate_ratio": 0.8}
+    assert ValidateSettings().dynamics_converged(None)  # no targets: nothing to hold
+    strict = ValidateSettings(target_m3_population_rel_error=0.1, target_wasserstein_ang=0.005, target_flip_rate_ratio=1.3)
+    assert strict.dynamics_converged(summary)
+    assert not strict.dynamics_converged({**summary, "flip_rate_ratio": 0.7})  # 1/0.7 > 1.3
+    assert not strict.dynamics_converged({**summary, "wasserstein_ang": None})
+    assert not strict.dynamics_converged(None)
+
+
+def test_a_users_aimd_becomes_the_teacher_side(load_system, tmp_path):
+    """reference_md: the model starts from the file's first frame, at its temperature, for as long as it."""
+    import ase.io
+
+    from lfpo_al.errors import UserError
+    from lfpo_al.structures import BuildSpec, build_structure
+    from lfpo_al.validate.reference import dynamics_cases
+    from lfpo_al.validate.settings import DynamicsSettings
+
+    system = load_system("lfpo")
+    frames = []
+    for i in range(5):
+        frame = build_structure(system, BuildSpec(supercell=[1, 1, 1], x=0.5))
+        frame.info.update(time_fs=4.0 * i, temperature=700.0)
+        frames.append(frame)
+    aimd = tmp_path / "aimd.extxyz"
+    ase.io.write(aimd, frames)
+    (case,) = dynamics_cases(DynamicsSettings(reference_md=[str(aimd)], timestep_fs=2.0), system, None, tmp_path)
+    (protocol,) = case.protocols
+    assert case.user_reference and case.teacher_paths == [aimd] and case.name == "r0.aimd.T700"
+    assert (protocol.temperature_k, protocol.n_steps, protocol.record_every) == (700.0, 8, 2)
+    with pytest.raises(UserError, match=r"4 fs apart, not a multiple of validate.dynamics.timestep_fs=3"):
+        dynamics_cases(DynamicsSettings(reference_md=[str(aimd)], timestep_fs=3.0), system, None, tmp_path)

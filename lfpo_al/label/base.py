@@ -52,6 +52,8 @@ class Labeler(ABC):
         ``keep`` it and flag it in the report, ``drop`` it, or ``relabel`` it (labelers that can
         re-seed moments only).
     max_attempts: how often a task that ended without any result (crash, killed job) is run.
+    max_failed_fraction: a label step whose quarantined share of tasks exceeds this stops the run (after
+        writing its report): a teacher that fails that often is misconfigured, not unlucky.
     min_distance: A; a frame with two atoms closer than this is quarantined before dispatch.
     cores_per_task: cores one task occupies (threads x MPI ranks); a Shell machine runs
         ``cpu_per_node // cores_per_task`` jobs at once.
@@ -66,6 +68,7 @@ class Labeler(ABC):
     magmom_tolerance: float = 0.5
     mismatch_policy: str = "keep"
     max_attempts: int = 2
+    max_failed_fraction: float = 0.5
     min_distance: float = 0.5
     cores_per_task: int = 1
     expected_magmom: dict | None = None
@@ -105,6 +108,8 @@ class Labeler(ABC):
             raise UserError(f"label.batch_size={self.batch_size}: {type(self).__name__} labels one task per process; use 1")
         self.batch_size = int(self.batch_size)
         self.max_attempts = int(self.max_attempts)
+        if not 0 <= self.max_failed_fraction <= 1:
+            raise UserError(f"label.max_failed_fraction={self.max_failed_fraction} must be a fraction in [0, 1]")
         self.cores_per_task = int(self.cores_per_task)
         self.profile = ProgramProfile(self.default_launcher, key=f"machine.programs.{self.program}") if self.program else None
         try:

@@ -121,7 +121,23 @@ def label_frames(
         report.n_labeled, report.n_tasks, work_dir, n_decided, report.n_failed, report.n_valence_mismatch,
         report.n_dropped, report.wall_s,
     )
+    check_failed_fraction(report, labeler, work_dir)
     return report
+
+
+class TooManyFailures(UserError):
+    """A label step quarantined more of its tasks than ``label.max_failed_fraction`` allows."""
+
+
+def check_failed_fraction(report: LabelReport, labeler: Labeler, work_dir: Path) -> None:
+    if not report.n_tasks or report.n_failed / report.n_tasks <= labeler.max_failed_fraction:
+        return
+    reasons = sorted({item["reason"] for item in report.failed})
+    shown = "; ".join(reasons[:2]) + (f"; and {len(reasons) - 2} more" if len(reasons) > 2 else "")
+    raise TooManyFailures(
+        f"{report.n_failed} of {report.n_tasks} label tasks in {work_dir} failed ({report.n_failed / report.n_tasks:.0%} > "
+        f"label.max_failed_fraction={labeler.max_failed_fraction:g}): {shown}. See {work_dir / QUARANTINE_FILE}; fix the "
+        "teacher, delete the failed task folders and run the same command to retry them (finished labels are kept)")
 
 
 def _check_inputs(frames: list[Atoms], labeler: Labeler, system: OlivineSystem) -> None:

@@ -9,6 +9,7 @@ campaign before spending it, not promises. Disk sizes scale measurements of the 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,11 @@ def run_state_text(run_dir: Path) -> str:
     return "not created yet"
 
 
+def in_process_workers(n_runs: int) -> int:
+    """Processes the held-out MD runs in at once: one per run, at most one per core of this machine."""
+    return max(1, min(n_runs, os.cpu_count() or 1))
+
+
 def make_plan(cfg: DictConfig) -> Plan:
     comp = Components.from_config(cfg)
     loop, explore, validate, model = comp.loop, comp.explore, comp.validate, comp.model
@@ -214,9 +220,9 @@ def make_plan(cfg: DictConfig) -> Plan:
     n_selected = comp.selection.capped(budget).max_selected  # what the select step allows in iteration 0
     mean_md_atoms = round(sum(md_atoms) / len(md_atoms))
     setup = [
-        label_stage("label init data", f"{len(init)} structures x {n_init} frames, {atom_range(init_frames)}",
+        label_stage("label init data", f"{plural(len(init), 'structure')} x {n_init} frames, {atom_range(init_frames)}",
                     init_frames, comp),
-        label_stage("label test set", f"{len(test)} structures x {n_test} frames, {atom_range(test_frames)}",
+        label_stage("label test set", f"{plural(len(test), 'structure')} x {n_test} frames, {atom_range(test_frames)}",
                     test_frames, comp),
     ]
     relax_atoms = sum(n for _, n in test)
@@ -234,7 +240,8 @@ def make_plan(cfg: DictConfig) -> Plan:
     teacher_runs = [(len(c.start), p.n_steps) for c in cases if not c.user_reference for p in c.protocols]
     if teacher_runs:  # one teacher call per step, as one label
         setup.append(Stage("teacher dynamics", len(teacher_runs), dyn_what + ", in-process beside the labeling",
-                           None if cost is None else cost * sum(n * steps for n, steps in teacher_runs), 0.0, jobs=1))
+                           None if cost is None else cost * sum(n * steps for n, steps in teacher_runs), 0.0,
+                           jobs=in_process_workers(len(teacher_runs))))
     per_batch = round(sum(batch_atoms(model.batch_size, n) for _, n in init) / len(init))
     member_s = model.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
     size, size_note = pretrained_size(model.pretrained)
@@ -259,7 +266,8 @@ def make_plan(cfg: DictConfig) -> Plan:
     ]
     if dyn_runs:  # validate: member 0 from each held-out start
         iteration.append(Stage("held-out MD", len(dyn_runs), dyn_what + ", member 0, in-process",
-                               sum(n * steps for n, steps in dyn_runs) * model_cost.md_core_s_per_atom_step, 0.0))
+                               sum(n * steps for n, steps in dyn_runs) * model_cost.md_core_s_per_atom_step, 0.0,
+                               jobs=in_process_workers(len(dyn_runs))))
 
     notes = [NOT_COUNTED]
     if cost is None:

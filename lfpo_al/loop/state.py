@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,9 @@ from lfpo_al.layout import RunLayout
 RESUMABLE_KEYS = ("loop.max_iters", "loop.label_budget", "loop.dry_run", "validate.target_", "machine.", "tracking.",
                   "run_name", "runs_dir")
 SETUP = -1  # iteration number of the steps that build the initial and test data
+# Fault injection (tests/reliability): a train whose record reaches this many lines SIGKILLs its own process
+# group right after writing the line, as a kill at that step boundary from outside would
+KILL_AT_RECORDS_ENV = "LFPO_AL_KILL_AT_RECORDS"
 log = logging.getLogger(__name__)
 
 
@@ -97,6 +101,9 @@ class RunState:
             fh.write(json.dumps(rec, default=float) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        kill_at = os.environ.get(KILL_AT_RECORDS_ENV)
+        if kill_at and len(self.records()) == int(kill_at):
+            os.killpg(os.getpgrp(), signal.SIGKILL)
         return rec
 
     @contextmanager

@@ -34,13 +34,13 @@ def relax_all(make_calculator: Callable, starts: list[Atoms], fmax: float, steps
     return [relax_positions(a, calculator, fmax, steps) for a in starts]
 
 
-def second_process() -> ProcessPoolExecutor:
-    """A one-worker pool for relaxations that overlap the caller's own work on a second core.
+def second_process(workers: int = 1) -> ProcessPoolExecutor:
+    """A pool of ``workers`` (default one) for relaxations or MD that overlap the caller's own work on other cores.
 
     Spawned, not forked: the caller holds torch's threads. Its start-up (~5 s of imports) is paid
     only when something is submitted.
     """
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 TEACHER_VALENCE = "teacher_valence"  # per-atom array of a reference taken from the teacher's moments

@@ -7,7 +7,7 @@ thermostat, timestep, friction, length and random stream (the seed). Frames are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ase.io
@@ -88,6 +88,10 @@ class DynamicsCase:
     protocols: list[LangevinProtocol]
     teacher_paths: list[Path]
     user_reference: bool = False  # the teacher's trajectory is the user's file (validate.dynamics.reference_md)
+
+    def single(self, i: int) -> "DynamicsCase":
+        """The case with its ``i``-th seed only."""
+        return replace(self, protocols=[self.protocols[i]], teacher_paths=[self.teacher_paths[i]])
 
     def model_paths(self, out_dir: Path) -> list[Path]:
         return [Path(out_dir) / f"{self.name}.s{p.seed}.model.extxyz" for p in self.protocols]

@@ -9,6 +9,7 @@ MD from each held-out start (``dynamics_cases``), or the user's AIMD files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import attrgetter
@@ -105,16 +106,20 @@ def dynamics_cases(settings: DynamicsSettings, system: OlivineSystem, build_defa
 
 @contextmanager
 def teacher_dynamics(cases: list[DynamicsCase], labeler: Labeler, done: bool) -> Iterator[Callable[[], dict]]:
-    """The teacher's runs of ``cases`` that are missing, in a second process while the ``with`` block works
+    """The teacher's runs of ``cases`` that are missing, in other processes while the ``with`` block works
     (``done``: the set-up recorded them; nothing is run). The callable it yields waits for them and returns
-    the step's record. User trajectories (``reference_md``) exist already and are not run."""
-    missing = [c for c in cases if not all(p.is_file() for p in c.teacher_paths)]
-    with second_process() as pool:
-        running = pool.submit(run_cases, labeler.ase_calculator, missing, attrgetter("teacher_paths")) \
-            if missing and not done else None
+    the step's record. User trajectories (``reference_md``) exist already and are not run.
+
+    One process per run, as many at once as this machine has cores: the set-up's labeling leaves them
+    idle, and when it is done nothing else runs until they are."""
+    runs = [case.single(i) for case in cases for i, path in enumerate(case.teacher_paths) if not path.is_file()]
+    workers = max(1, min(len(runs), os.cpu_count() or 1))
+    with second_process(workers) as pool:
+        running = [] if done else [pool.submit(run_cases, labeler.ase_calculator, [run], attrgetter("teacher_paths"))
+                                   for run in runs]
 
         def wait() -> dict:
-            written = running.result() if running is not None else []
+            written = [path for future in running for path in future.result()]
             return {"n_cases": len(cases), "n_runs": sum(len(c.teacher_paths) for c in cases), "n_written": len(written)}
 
         yield wait

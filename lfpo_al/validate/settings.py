@@ -145,8 +145,9 @@ class ValidateSettings:
                 raise UserError(f"validate.{name}={getattr(self, name)} must be a fraction in [0, 1]")
 
     def check_dynamics_teacher(self, teacher_core_seconds_per_atom: float | None) -> None:
-        """The teacher's own MD is run only for a cheap, in-process teacher; a DFT teacher brings its AIMD."""
-        if self.dynamics.structures and not is_cheap_teacher(teacher_core_seconds_per_atom):
+        """The teacher's own MD is refused for a teacher measured expensive (DFT: it brings its AIMD)."""
+        known_expensive = teacher_core_seconds_per_atom is not None and not is_cheap_teacher(teacher_core_seconds_per_atom)
+        if self.dynamics.structures and known_expensive:
             raise UserError("validate.dynamics.structures needs the teacher's MD, too slow with this teacher "
                             f"(label.core_seconds_per_atom={teacher_core_seconds_per_atom}); pass its AIMD as "
                             "validate.dynamics.reference_md=[files] and set validate.dynamics.structures=[]")

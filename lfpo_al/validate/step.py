@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -82,15 +83,15 @@ def validate_step(
     # member 0 relaxes the polaron starts, then runs the held-out MD, in a second process while the test
     # set is scored
     member0 = partial(DP, model=str(models[0]))
-    with second_process() as pool:
+    runs = [case.single(i) for case in dynamics_cases for i in range(len(case.protocols))]
+    with second_process(max(1, min(1 + len(runs), os.cpu_count() or 1))) as pool:
         relaxing = pool.submit(relax_all, member0, polaron_starts, settings.relax_fmax, settings.relax_steps)
-        running = (pool.submit(run_cases, member0, list(dynamics_cases),
-                               partial(DynamicsCase.model_paths, out_dir=out_dir / DYNAMICS_DIR))
-                   if dynamics_cases else None)
+        running = [pool.submit(run_cases, member0, [run], partial(DynamicsCase.model_paths, out_dir=out_dir / DYNAMICS_DIR))
+                   for run in runs]
         metrics, deviation, error, n_test = _score(models, test_dirs, new_label_dirs, out_dir)
         relaxed = relaxing.result()
-        if running is not None:
-            running.result()
+        for future in running:
+            future.result()
     if dynamics_cases:
         metrics.update(compare_dynamics(dynamics_cases, system, settings, out_dir))
     ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
