@@ -27,7 +27,7 @@ HAND = [
     "{x: 0.5, li_order: interface_c, supercell: [1, 1, 2]}]",
     "loop.init_structures=[{x: 1.0, supercell: [1, 1, 1]}, {x: 0.0, supercell: [1, 1, 1]}]",
     "explore.temperatures=[300,600]", "explore.n_steps=40", "explore.record_every=10",
-    "model.n_members=3", "model.numb_steps=50",
+    "model.n_members=3", "model.numb_steps=50", "model.member0_numb_steps=null",
     "loop.init_frames_per_structure=2", "validate.frames_per_structure=2",
     "selection.max_selected=7", "loop.label_budget=5", "label.core_seconds_per_atom=3600",
     "validate.dynamics.structures=[]",

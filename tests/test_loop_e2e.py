@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 TINY = [
-    "experiment=demo", "run_name=e2e", "model.n_members=2", "model.numb_steps=20",
+    "experiment=demo", "run_name=e2e", "model.n_members=2", "model.numb_steps=20", "model.member0_numb_steps=30",
     "explore.temperatures=[700]", "explore.n_steps=60", "explore.record_every=10",
     "explore.structures=[{x: 0.5, li_order: random, seed: 0, supercell: [1, 1, 1]},"
     "{x: 0.5, li_order: planes_c, supercell: [1, 1, 2]}]",

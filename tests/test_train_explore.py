@@ -60,6 +60,23 @@ def test_which_members_reinitialise_their_fitting_net():
     assert not any(ModelSettings(diversify="keep_fitting").reinitialises_fitting(i) for i in range(3))
 
 
+def test_member_zero_may_train_longer_than_the_deviation_members(tmp_path):
+    """Member 0's input asks for member0_numb_steps, the others for numb_steps (nothing trained here)."""
+    from lfpo_al.errors import UserError
+    from lfpo_al.train.ensemble import training_input
+
+    settings = ModelSettings(n_members=3, numb_steps=20, member0_numb_steps=100)
+    assert [settings.steps_for(i) for i in range(3)] == [100, 20, 20]
+    inputs = [training_input(settings, ["Li", "Fe", "P", "O"], [tmp_path], seed=i, numb_steps=settings.steps_for(i))
+              for i in range(3)]
+    assert [i["training"]["numb_steps"] for i in inputs] == [100, 20, 20]
+    assert [i["learning_rate"]["decay_steps"] for i in inputs] == [10, 2, 2]  # the schedule follows each length
+    assert json.loads(json.dumps(inputs[0]))["training"]["save_freq"] == 100
+    assert ModelSettings(numb_steps=20).steps_for(0) == 20
+    with pytest.raises(UserError, match="model.member0_numb_steps=0 must be a positive"):
+        ModelSettings(member0_numb_steps=0)
+
+
 def test_training_skips_finished_members(members, tiny_data, machine, load_system):
     before = [m.frozen.stat().st_mtime_ns for m in members]
     settings = ModelSettings(n_members=2, numb_steps=4)

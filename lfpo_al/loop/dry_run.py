@@ -243,7 +243,9 @@ def make_plan(cfg: DictConfig) -> Plan:
                            None if cost is None else cost * sum(n * steps for n, steps in teacher_runs), 0.0,
                            jobs=in_process_workers(len(teacher_runs))))
     per_batch = round(sum(batch_atoms(model.batch_size, n) for _, n in init) / len(init))
-    member_s = model.numb_steps * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
+    members_s = sum(model.steps_for(i) * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
+                    for i in range(model.n_members))
+    member0_note = f" (member 0: {model.steps_for(0)})" if model.steps_for(0) != model.numb_steps else ""
     size, size_note = pretrained_size(model.pretrained)
     temperatures = list(explore.temperatures)
     n_md = explore.n_trajectories
@@ -252,8 +254,8 @@ def make_plan(cfg: DictConfig) -> Plan:
             + MD_TASK_STARTUP_S * n_md)
     iteration = [
         Stage("train members", model.n_members,
-              f"{model.numb_steps} steps each, ~{per_batch} atoms per batch (batch_size {model.batch_size})",
-              model.n_members * member_s, model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
+              f"{model.numb_steps} steps each{member0_note}, ~{per_batch} atoms per batch (batch_size {model.batch_size})",
+              members_s, model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
               run_tasks_jobs(comp.machine, model.n_members)),
         Stage("MD tasks", n_md,
               f"{plural(len(md), 'structure')} x {plural(len(temperatures), 'temperature')} x {explore.n_steps} steps, "

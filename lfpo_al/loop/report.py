@@ -18,6 +18,8 @@ COLUMNS = [
     ("valence", "valence_agreement", "{:.2f}"),
     ("M-O err A", "mean_mo_bond_error_ang", "{:.3f}"),
     ("rho", "spearman_rho", "{:.2f}"),
+    ("W1 A", "dynamics_wasserstein_ang", "{:.4f}"),
+    ("flips x", "dynamics_flip_rate_ratio", "{:.2f}"),
 ]
 
 
@@ -35,6 +37,9 @@ def iteration_rows(records: list[dict]) -> list[dict]:
             row.update(outputs)
         if isinstance(outputs.get("calibration"), dict):
             row["spearman_rho"] = outputs["calibration"].get("spearman_rho")
+        if isinstance(outputs.get("dynamics_summary"), dict):  # held-out MD against the teacher's, worst case
+            row["dynamics_wasserstein_ang"] = outputs["dynamics_summary"].get("wasserstein_ang")
+            row["dynamics_flip_rate_ratio"] = outputs["dynamics_summary"].get("flip_rate_ratio")
     return [rows[k] for k in sorted(rows)]
 
 
@@ -78,5 +83,5 @@ def status_text(run_dir: Path) -> str:
 def print_summary(state: RunState, run_dir: Path, reason: str | None) -> None:
     print(f"\nrun {run_dir} finished: {reason}")
     print(iteration_table(state.records()))
-    print(f"plots: {run_dir}/iter.*/{STEP_DIRS['validate']}/{{parity,calibration,bond_parity}}.png")
+    print(f"plots: {run_dir}/iter.*/{STEP_DIRS['validate']}/{{parity,calibration,bond_parity,dynamics}}.png")
     print(f"final ensemble: {RunLayout(run_dir).final}/")

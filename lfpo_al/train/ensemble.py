@@ -50,9 +50,10 @@ def dp_executable() -> str:
     return str(Path(sys.executable).with_name("dp"))
 
 
-def training_input(settings: ModelSettings, type_map: list[str], systems: list[Path], seed: int) -> dict:
+def training_input(settings: ModelSettings, type_map: list[str], systems: list[Path], seed: int,
+                   numb_steps: int | None = None) -> dict:
     """A fine-tune input: architecture comes from the checkpoint (``--use-pretrain-script``)."""
-    steps = settings.numb_steps
+    steps = numb_steps or settings.numb_steps
     return {
         "model": {"type_map": list(type_map), "descriptor": {}, "fitting_net": {}},
         "learning_rate": {
@@ -132,7 +133,8 @@ def train_ensemble(
         member_systems = systems
         if settings.bootstrap_fraction < 1.0:
             member_systems = bootstrap_subset(systems, settings.bootstrap_fraction, rng, member.dir / "bootstrap")
-        (member.dir / "input.json").write_text(json.dumps(training_input(settings, type_map, member_systems, seed), indent=2))
+        member_input = training_input(settings, type_map, member_systems, seed, settings.steps_for(i))
+        (member.dir / "input.json").write_text(json.dumps(member_input, indent=2))
         if previous:
             start, branch = previous[i].checkpoint, None
         else:

@@ -27,6 +27,8 @@ class ModelSettings:
     all frames so far (default). Continuing from the previous iteration's members on a few hundred
     frames drifts away from what the pretrained model knew (demo: test force RMSE 0.53 -> 0.60 eV/A and
     valence agreement 0.94 -> 0.50 over two continued iterations on the same data).
+    ``member0_numb_steps``: member 0's steps (None: ``numb_steps``). Member 0 is the model that is used;
+    the others only make the deviation, so they can train shorter (measured in docs/costs.md).
     """
 
     pretrained: str = "starter"
@@ -35,6 +37,7 @@ class ModelSettings:
     diversify: str = "reinit_fitting_except_first"
     bootstrap_fraction: float = 1.0
     numb_steps: int = 1000
+    member0_numb_steps: int | None = None
     batch_size: int | str = "auto"
     start_lr: float = 1.0e-3
     stop_lr: float = 1.0e-5
@@ -56,6 +59,13 @@ class ModelSettings:
             raise UserError(f"model.bootstrap_fraction={self.bootstrap_fraction} must be in (0, 1]")
         if self.numb_steps < 1:
             raise UserError(f"model.numb_steps={self.numb_steps} must be a positive number of training steps")
+        if self.member0_numb_steps is not None and self.member0_numb_steps < 1:
+            raise UserError(f"model.member0_numb_steps={self.member0_numb_steps} must be a positive number of training "
+                            "steps, or null for model.numb_steps")
+
+    def steps_for(self, member: int) -> int:
+        """Training steps of ``member``: member 0 may train longer (``member0_numb_steps``)."""
+        return self.member0_numb_steps if member == 0 and self.member0_numb_steps else self.numb_steps
 
     def reinitialises_fitting(self, member: int) -> bool:
         """Whether ``member`` starts from a fresh fitting net rather than the pretrained one."""

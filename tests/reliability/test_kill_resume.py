@@ -26,7 +26,7 @@ from lfpo_al.loop.state import KILL_AT_RECORDS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "experiment=demo", "run_name=r", "model.n_members=2", "model.numb_steps=10",
+    "experiment=demo", "run_name=r", "model.n_members=2", "model.numb_steps=10", "model.member0_numb_steps=null",
     "explore.temperatures=[700]", "explore.n_steps=40", "explore.record_every=10",
     "explore.structures=[{x: 0.5, li_order: random, seed: 0, supercell: [1, 1, 1]}]",
     "selection=trust_window", "selection.trust_lo=0.0", "selection.trust_hi=100.0", "selection.max_selected=3",
