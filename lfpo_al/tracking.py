@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lfpo_al import atomic
 from lfpo_al.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Tracker:
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
 
         def start(run_id: str):
-            id_file.write_text(run_id)
+            atomic.write_text(id_file, run_id)
             return wandb.init(
                 project=settings.project, entity=settings.entity, name=run_name, id=run_id, resume="allow",
                 dir=str(run_dir), mode=self.mode, config=config, tags=list(settings.tags),

@@ -208,7 +208,7 @@ def test_in_process_calculator_is_the_same_teacher(gpaw_works, system, tmp_path)
     cell = Atoms("FeO", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], pbc=True,
                  cell=[[0, 2.165, 2.165], [2.165, 0, 2.165], [2.165, 2.165, 0]])
     cell.new_array("valence", np.array([2, 0]))
-    labeler = GpawLabeler(ecut=300, kpoint_spacing=2.0, mpi_command="", mismatch_policy="keep")
+    labeler = located(GpawLabeler(ecut=300, kpoint_spacing=2.0, mismatch_policy="keep"), command="")
     labeler.write_inputs(cell, tmp_path, system)
     run = subprocess.run(labeler.command(), shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and (tmp_path / LABELED_FILE).is_file(), run.stderr[-2000:]

@@ -19,7 +19,7 @@ def test_every_shipped_machine_profiles_both_dft_codes(machine):
 def test_a_run_hands_the_machine_profile_to_its_labeler(tmp_path):
     (tmp_path / "Fe.PBE.gz").write_bytes(b"")
     comp = Components.from_config(compose_config([
-        "label=gpaw", "label.cores_per_task=3", "machine.programs.gpaw.command='srun -n {cores}'",
+        "label=gpaw", "validate.dynamics.structures=[]", "label.cores_per_task=3", "machine.programs.gpaw.command='srun -n {cores}'",
         f"machine.programs.gpaw.data_dir={tmp_path}"]))
     assert comp.labeler.setup_folder(["Fe"]) == tmp_path
     command = comp.labeler.command()

@@ -16,7 +16,7 @@ KIND_STYLE = {"fe_flip": ("tab:red", "o", "M flip"), "li_hop": ("tab:blue", "s",
               "fe_flip_interfacial": ("tab:purple", "^", "M flip (interfacial)")}
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -47,7 +47,7 @@ def arrhenius_plot(series: dict[str, list[tuple[float, float]]], fits: dict[str,
     ax.set_ylabel("rate per atom (1/ps)")
     ax.legend(fontsize=7)
     ax.set_title("Arrhenius")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bond_traces(time_ps: np.ndarray, bonds: np.ndarray, smooth: np.ndarray, labels: list[str],
@@ -63,7 +63,7 @@ def bond_traces(time_ps: np.ndarray, bonds: np.ndarray, smooth: np.ndarray, labe
         ax.set_ylabel(label, fontsize=8)
     axes[-1, 0].set_xlabel("time (ps)")
     axes[0, 0].set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bond_histogram(bonds: np.ndarray, smooth: np.ndarray, threshold: float, report: dict, path: Path, title: str) -> Path:
@@ -80,7 +80,7 @@ def bond_histogram(bonds: np.ndarray, smooth: np.ndarray, threshold: float, repo
     ax.set_xlabel("mean M-O bond (A)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rates_by_order(rows: list[dict], path: Path, key: str = "fe_flip_rate_per_fe_per_ps") -> Path:
@@ -101,7 +101,7 @@ def rates_by_order(rows: list[dict], path: Path, key: str = "fe_flip_rate_per_fe
     ax.set_ylabel("flips per M per ps")
     ax.set_title("flip rate by Li ordering")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def interface_profile_plot(profile: dict, path: Path, title: str) -> Path:
@@ -121,7 +121,7 @@ def interface_profile_plot(profile: dict, path: Path, title: str) -> Path:
     a2.set_ylabel("flips")
     a2.set_xlabel("position along the interface axis (A)")
     a1.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def interface_vs_bulk(points: dict[str, list[tuple[float, float]]], path: Path) -> Path:
@@ -136,7 +136,7 @@ def interface_vs_bulk(points: dict[str, list[tuple[float, float]]], path: Path) 
     ax.set_ylabel("flips per M per ps")
     ax.set_title("interfacial vs bulk flip rates")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pair_heatmap(opposite: np.ndarray, same: np.ndarray, dt_edges, r_edges, path: Path) -> Path:
@@ -157,4 +157,4 @@ def pair_heatmap(opposite: np.ndarray, same: np.ndarray, dt_edges, r_edges, path
     ax.set_xlabel("M-M distance (A)")
     ax.set_title("flip pairs: R = N_opp / N_same", fontsize=9)
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)

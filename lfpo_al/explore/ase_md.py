@@ -20,6 +20,7 @@ from ase.md.langevin import Langevin
 from ase.md.nptberendsen import NPTBerendsen
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
+from lfpo_al import atomic
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
 
@@ -121,12 +122,12 @@ def run_md(task_dir: Path) -> dict:
 def write_outputs(task_dir: Path, frames: list[Atoms], devi_rows: np.ndarray, devi_header: str, n_steps_run: int,
                   stop_reason: str | None, wall_s: float) -> dict:
     """The task folder's outputs, the same for every engine: frames, deviation rows and ``result.json``."""
-    ase.io.write(task_dir / "frames.extxyz", frames, format="extxyz")
-    np.savetxt(task_dir / "model_devi.out", devi_rows, fmt=["%12d"] + ["%18.6e"] * (devi_rows.shape[1] - 1),
-               header=devi_header)
+    atomic.write_extxyz(task_dir / "frames.extxyz", frames)
+    with atomic.atomic_path(task_dir / "model_devi.out") as partial:
+        np.savetxt(partial, devi_rows, fmt=["%12d"] + ["%18.6e"] * (devi_rows.shape[1] - 1), header=devi_header)
     result = {"n_frames": len(frames), "n_steps_run": n_steps_run, "stop_reason": stop_reason,
               "wall_s": round(wall_s, 2)}
-    (task_dir / "result.json").write_text(json.dumps(result, indent=2))
+    atomic.write_text(task_dir / "result.json", json.dumps(result, indent=2))
     return result
 
 

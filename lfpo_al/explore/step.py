@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from lfpo_al import atomic
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.structures.builder import BuildSpec, build_specs, build_structure, write_structure
@@ -60,7 +61,7 @@ def explore_step(
                         "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
                         "abort_deviation", "min_distance")},
                 }
-                (task_dir / "task.json").write_text(json.dumps(task, indent=2))
+                atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
                 tasks.append(TaskSpec(
                     task_dir=task_dir.name,
                     command=f"{shlex.quote(sys.executable)} -m {settings.task_module}",
@@ -79,5 +80,5 @@ def explore_step(
             err = work_dir / entry["dir"] / "task.err"
             entry.update(n_frames=0, stop_reason=f"MD task failed: {err.read_text()[-300:] if err.is_file() else 'no output'}")
     summary = {"engine": settings.engine, "trajectories": entries}
-    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic.write_text(work_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

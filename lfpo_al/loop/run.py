@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import ase.io
 from omegaconf import DictConfig
 
+from lfpo_al import atomic
 from lfpo_al.config import to_plain
 from lfpo_al.layout import RunLayout
 from lfpo_al.tracking import Tracker
@@ -45,7 +45,7 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
         specs = build_specs(comp.validate.test_structures, comp.build_defaults)
         settings = comp.validate
         starts = perturbed_frames(comp.system, specs, 1, 0.0, seed=0)
-        ase.io.write(data_dir / "polaron_starts.extxyz", starts, format="extxyz")
+        atomic.write_extxyz(data_dir / "polaron_starts.extxyz", starts)
         # the first test frame of each structure is its unperturbed start
         start_tasks = [data_dir / "test" / f"task.{j * settings.frames_per_structure:06d}" for j in range(len(starts))]
         with teacher_references(starts, comp.labeler, comp.system, settings, start_tasks) as references:
@@ -57,7 +57,7 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
                 frames = perturbed_frames(comp.system, specs, settings.frames_per_structure, settings.rattle_ang, seed=2)
             report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
             refs = references()
-        ase.io.write(data_dir / "teacher_relaxed.extxyz", refs, format="extxyz")
+        atomic.write_extxyz(data_dir / "teacher_relaxed.extxyz", refs)
         return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts),
                 "polaron_reference": settings.reference_for(comp.labeler.core_seconds_per_atom),
                 "test_frames": test_frames}
@@ -98,8 +98,8 @@ def freeze_final(data: RunData, k: int, n_members: int, row: IterationRow) -> Pa
     final = data.layout.final
     final.mkdir(exist_ok=True)
     for member in data.members(k, n_members):
-        shutil.copy2(member.frozen, final / f"model.{member.index:03d}.pth")
-    (final / "metrics.json").write_text(json.dumps(row.flat(), indent=2, default=float))
+        atomic.copy_file(member.frozen, final / f"model.{member.index:03d}.pth")
+    atomic.write_text(final / "metrics.json", json.dumps(row.flat(), indent=2, default=float))
     return final
 
 

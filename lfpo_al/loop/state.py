@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
 
@@ -130,7 +131,7 @@ class RunState:
         """Write the resolved config on first start; on resume refuse changes outside RESUMABLE_KEYS."""
         if not self.config_path.is_file():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+            atomic.write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
             return
         old, new = flatten(yaml.safe_load(self.config_path.read_text())), flatten(config)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_KEYS))
@@ -140,4 +141,4 @@ class RunState:
                 f"run {self.run_dir} was started with {key}={old.get(key)!r}, now {new.get(key)!r}; "
                 f"resume with the original value or start a new run_name= ({len(changed)} key(s) differ)"
             )
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        atomic.write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))

@@ -24,6 +24,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.selection.calibration import default_trust_levels
 from lfpo_al.selection.settings import AUTO, SelectionSettings
@@ -272,7 +273,7 @@ def select_step(
                 "max_devi_f": float(pool.max_devi_f[index]),
             }
         )
-    ase.io.write(out_dir / SELECTED, chosen_frames, format="extxyz")
+    atomic.write_extxyz(out_dir / SELECTED, chosen_frames)
 
     failed = category == FAILED
     non_finite = failed & ~after_stop & ~np.isfinite(pool.max_devi_f)

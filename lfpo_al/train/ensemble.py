@@ -21,6 +21,7 @@ from pathlib import Path
 import dpdata
 import numpy as np
 
+from lfpo_al import atomic
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
 from lfpo_al.train.member_task import CHECKPOINT, FROZEN
 from lfpo_al.train.pretrained import RANDOM_HEAD
@@ -134,7 +135,7 @@ def train_ensemble(
         if settings.bootstrap_fraction < 1.0:
             member_systems = bootstrap_subset(systems, settings.bootstrap_fraction, rng, member.dir / "bootstrap")
         member_input = training_input(settings, type_map, member_systems, seed, settings.steps_for(i))
-        (member.dir / "input.json").write_text(json.dumps(member_input, indent=2))
+        atomic.write_text(member.dir / "input.json", json.dumps(member_input, indent=2))
         if previous:
             start, branch = previous[i].checkpoint, None
         else:

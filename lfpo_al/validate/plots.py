@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lfpo_al.analysis.plots import save_figure  # noqa: E402
 from lfpo_al.validate.metrics import Predictions  # noqa: E402
 
 
@@ -69,7 +70,4 @@ def dynamics_plot(compared: list[tuple[str, dict, object, object]], oxidised: in
                  title=f"flip rate ratio {'n/a' if ratio is None else f'{ratio:.2f}'}")
         ax_h.legend(fontsize=7)
         ax_t.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import ase.io
 import numpy as np
 from ase import Atoms
 
+from lfpo_al import atomic
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
 from lfpo_al.validate.dynamics import compare_trajectories, summarise
@@ -58,7 +58,7 @@ class Validation:
         calibration = {**calibration, "n_test_frames": self.n_test_frames,
                        "n_new_frames": int(len(self.deviation) - self.n_test_frames)}
         metrics = {**self.metrics, "calibration": calibration}
-        (self.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic.write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2))
         log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
                  metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
         return metrics
@@ -94,7 +94,7 @@ def validate_step(
             future.result()
     if dynamics_cases:
         metrics.update(compare_dynamics(dynamics_cases, system, settings, out_dir))
-    ase.io.write(out_dir / "relaxed_model.extxyz", relaxed, format="extxyz")
+    atomic.write_extxyz(out_dir / "relaxed_model.extxyz", relaxed)
     geometry = compare_geometry(relaxed, teacher_relaxed, system)
     metrics.update({k: geometry[k] for k in ("valence_agreement", "mean_mo_bond_error_ang", "max_mo_bond_error_ang")})
     metrics["geometry_by_structure"] = geometry["structures"]
@@ -142,6 +142,7 @@ def _score(models: list[Path], test_dirs: list[Path], new_label_dirs,
     dev_test, err_test = deviation_and_error(test)
     dev_new, err_new = deviation_and_error(new)
     deviation, error = np.concatenate([dev_test, dev_new]), np.concatenate([err_test, err_new])
-    np.savetxt(out_dir / "deviation_vs_error.txt", np.column_stack([deviation, error]),
-               header="max_devi_f(eV/A) max_force_error(eV/A); test frames first, then this iteration's labels")
+    with atomic.atomic_path(out_dir / "deviation_vs_error.txt") as partial:
+        np.savetxt(partial, np.column_stack([deviation, error]),
+                   header="max_devi_f(eV/A) max_force_error(eV/A); test frames first, then this iteration's labels")
     return metrics, deviation, error, int(len(dev_test))
