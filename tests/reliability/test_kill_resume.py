@@ -45,7 +45,12 @@ MID_STEP = {"init_data": "data/init", "test_set": "data/test", "train": "iter.00
 
 def train(runs_dir: Path, log: Path, kill_at_records: int | None = None) -> subprocess.Popen:
     """``train`` in its own process group, its output to ``log`` (a pipe nobody reads could fill and block it)."""
-    env = {**os.environ, KILL_AT_RECORDS_ENV: str(kill_at_records)} if kill_at_records else None
+    # one thread, as make test sets it: torch's multi-threaded sums differ in the last bits between runs,
+    # and MD makes that a different trajectory
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DP_INTRA_OP_PARALLELISM_THREADS": "1",
+           "DP_INTER_OP_PARALLELISM_THREADS": "1"}
+    if kill_at_records:
+        env[KILL_AT_RECORDS_ENV] = str(kill_at_records)
     with open(log, "w") as fh:
         return subprocess.Popen([sys.executable, "-m", "lfpo_al", "train", *TINY, f"runs_dir={runs_dir}"], cwd=ROOT,
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
