@@ -28,13 +28,8 @@ class LangevinProtocol:
     friction_per_fs: float = 0.01
     seed: int = 0
 
-    @property
-    def frame_interval_fs(self) -> float:
-        return self.timestep_fs * self.record_every
 
-
-def langevin_frames(atoms: Atoms, calc, protocol: LangevinProtocol, rng: np.random.Generator | None = None,
-                    keep_momenta: bool = True) -> list[Atoms]:
+def langevin_frames(atoms: Atoms, calc, protocol: LangevinProtocol, rng: np.random.Generator | None = None) -> list[Atoms]:
     """Frames (no calculator) every ``record_every`` steps of a Langevin run of ``calc`` from ``atoms``,
     the start first; velocities drawn from Maxwell-Boltzmann with ``rng`` (default: from the seed)."""
     from ase import units
@@ -51,8 +46,6 @@ def langevin_frames(atoms: Atoms, calc, protocol: LangevinProtocol, rng: np.rand
     def snapshot(step: int) -> Atoms:
         frame = work.copy()
         frame.calc = None
-        if not keep_momenta:
-            del frame.arrays["momenta"]
         frame.info.update(time_fs=step * protocol.timestep_fs, temperature=protocol.temperature_k, step=step)
         return frame
 

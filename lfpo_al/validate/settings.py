@@ -66,10 +66,6 @@ class DynamicsSettings:
             raise UserError(f"validate.dynamics.reference_temperatures has {len(self.reference_temperatures)} values for "
                             f"{len(self.reference_md)} reference_md files; give one per file, or none to read them")
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.structures or self.reference_md)
-
 
 @dataclass
 class ValidateSettings:
