@@ -6,6 +6,7 @@ the two dicts against dpdispatcher's own argument schema and builds its objects.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shlex
 import shutil
@@ -69,6 +70,20 @@ class TaskSpec:
     command: str
     forward_files: list[str]
     backward_files: list[str]
+    # relative run time (any unit, the same within one call): tasks are packed into jobs by it
+    cost: float = 1.0
+
+
+def packed(costs: list[float], n_jobs: int) -> list[list[int]]:
+    """Task indices in ``n_jobs`` groups of near-equal total cost (longest first, each to the lightest
+    group), each group in task order: one long training member runs alone beside the short ones."""
+    groups: list[list[int]] = [[] for _ in range(max(1, min(n_jobs, len(costs))))]
+    loads = [0.0] * len(groups)
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(i)
+        loads[lightest] += costs[i]
+    return [sorted(g) for g in groups if g]
 
 
 def watched(command: str, settings: MachineSettings) -> str:
@@ -88,6 +103,7 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     (``continue_on_failure``): callers inspect each folder for its outputs.
     """
     from dpdispatcher import Machine, Resources, Submission, Task
+    from dpdispatcher.submission import Job
 
     logging.getLogger("dpdispatcher").setLevel(logging.WARNING)  # its import resets the level to INFO
     if not tasks:
@@ -98,8 +114,9 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     machine = Machine.load_from_dict(machine_dict)
     resources_dict = settings.resources_for(cores_per_task)
     resources_dict["envs"] = {**settings.resources.get("envs", {}), **settings.envs}
-    if settings.parallel_jobs:
-        resources_dict["group_size"] = -(-len(tasks) // settings.parallel_jobs)
+    groups = packed([t.cost for t in tasks], settings.parallel_jobs) if settings.parallel_jobs else None
+    if groups:
+        resources_dict["group_size"] = max(len(g) for g in groups)
     resources = Resources.load_from_dict(resources_dict)
     prefix = f"{settings.command_prefix} " if settings.command_prefix else ""
     task_list = [
@@ -109,8 +126,15 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     ]
 
     def submission() -> Submission:
-        return Submission(work_base="./", machine=machine, resources=resources, task_list=task_list,
-                          continue_on_failure=True)
+        built = Submission(work_base="./", machine=machine, resources=resources, task_list=task_list,
+                           continue_on_failure=True)
+        if groups:  # dpdispatcher would group a shuffled list by group_size, blind to the tasks' costs
+            built.belonging_jobs = [Job(job_task_list=[task_list[i] for i in g], machine=machine,
+                                        resources=copy.deepcopy(resources)) for g in groups]
+            built.bind_machine(machine)  # the hash (and remote folder) of the submission with its jobs
+        else:
+            built.generate_jobs()
+        return built
 
     def submit() -> None:
         try:

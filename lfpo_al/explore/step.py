@@ -67,6 +67,7 @@ def explore_step(
                     command=f"{shlex.quote(sys.executable)} -m {settings.task_module}",
                     forward_files=["task.json", "start.extxyz"],
                     backward_files=OUTPUTS,
+                    cost=len(start),  # the same steps for every trajectory: time goes with the atoms
                 ))
             index += 1
     if tasks:

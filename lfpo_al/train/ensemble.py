@@ -30,6 +30,8 @@ from lfpo_al.train.settings import ModelSettings
 log = logging.getLogger(__name__)
 
 MEMBER_DIR = "member.{:03d}"
+# start-up (model load, data statistics) and freeze of one member, in training steps, for packing jobs
+STARTUP_STEPS = 100
 
 
 @dataclass
@@ -134,7 +136,8 @@ def train_ensemble(
         member_systems = systems
         if settings.bootstrap_fraction < 1.0:
             member_systems = bootstrap_subset(systems, settings.bootstrap_fraction, rng, member.dir / "bootstrap")
-        member_input = training_input(settings, type_map, member_systems, seed, settings.steps_for(i))
+        steps = settings.steps_for(i)
+        member_input = training_input(settings, type_map, member_systems, seed, steps)
         atomic.write_text(member.dir / "input.json", json.dumps(member_input, indent=2))
         if previous:
             start, branch = previous[i].checkpoint, None
@@ -146,6 +149,7 @@ def train_ensemble(
             command=member_command(start, branch),
             forward_files=["input.json"],
             backward_files=[FROZEN, CHECKPOINT, "lcurve.out", "train.log"],
+            cost=steps + STARTUP_STEPS,
         ))
     if tasks:
         log.info("training %d ensemble members in %s", len(tasks), work_dir)
