@@ -54,6 +54,10 @@ def run(command: str, overrides: list[str], show_cfg: bool, check: bool = False)
     if show_cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0
+    if "machine" in cfg:  # before anything loads torch
+        from lfpo_al.threads import use_in_this_process
+
+        use_in_this_process(cfg.machine.get("threads_per_process"))
     if command == "build":
         from lfpo_al.structures.cli import build_command
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lfpo_al.errors import UserError
 from lfpo_al.label.profile import profiles_from
+from lfpo_al.threads import checked, thread_env
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class MachineSettings:
     parallel_jobs: int | None = None
     # how this machine runs each DFT code: code -> {command: launcher, data_dir: its data folder}
     programs: dict = field(default_factory=dict)
+    # torch/OpenMP threads of every job's process (lfpo_al.threads); null: the libraries' defaults
+    threads_per_process: int | None = None
 
     def __post_init__(self) -> None:
         from dpdispatcher import Machine, Resources
@@ -46,6 +49,7 @@ class MachineSettings:
             except Exception as exc:  # dargs raises its own ArgumentKeyError/ArgumentTypeError
                 raise UserError(f"machine.{name} is not a valid dpdispatcher {name}: {str(exc).splitlines()[0]}") from exc
         self.profiles = profiles_from(self.programs)
+        checked(self.threads_per_process)
         # run_tasks defaults remote_root to a folder under the local step folder, which a remote host lacks
         context = str(self.machine.get("context_type", "")).lower()
         if context in ("sshcontext", "ssh") and not self.machine.get("remote_root"):
@@ -113,7 +117,8 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     machine_dict.setdefault("remote_root", str(work_base / ".dispatch"))
     machine = Machine.load_from_dict(machine_dict)
     resources_dict = settings.resources_for(cores_per_task)
-    resources_dict["envs"] = {**settings.resources.get("envs", {}), **settings.envs}
+    resources_dict["envs"] = {**settings.resources.get("envs", {}), **thread_env(settings.threads_per_process),
+                              **settings.envs}
     groups = packed([t.cost for t in tasks], settings.parallel_jobs) if settings.parallel_jobs else None
     if groups:
         resources_dict["group_size"] = max(len(g) for g in groups)
