@@ -58,6 +58,10 @@ def run(command: str, overrides: list[str], show_cfg: bool, check: bool = False)
         from lfpo_al.threads import use_in_this_process
 
         use_in_this_process(cfg.machine.get("threads_per_process"))
+    if command in ("train", "analyze"):  # both evaluate frozen models in this process
+        from lfpo_al.torchscript import use_simple_executor
+
+        use_simple_executor()
     if command == "build":
         from lfpo_al.structures.cli import build_command
 

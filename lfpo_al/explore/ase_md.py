@@ -23,6 +23,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from lfpo_al import atomic
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
+from lfpo_al.torchscript import use_simple_executor
 
 DEVI_HEADER = "%12s %18s %18s %18s %18s %18s %18s %18s" % (
     "step", "max_devi_v", "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e",
@@ -82,6 +83,7 @@ class DrivingMember:
 
 
 def run_md(task_dir: Path) -> dict:
+    use_simple_executor()
     from deepmd.calculator import DP
     from deepmd.infer import DeepPot
     from deepmd.infer.model_devi import calc_model_devi

@@ -12,6 +12,7 @@ from ase.optimize import FIRE
 
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
+from lfpo_al.torchscript import use_simple_executor
 
 
 def relax_positions(atoms: Atoms, calculator, fmax: float, steps: int) -> Atoms:
@@ -37,10 +38,10 @@ def relax_all(make_calculator: Callable, starts: list[Atoms], fmax: float, steps
 def second_process(workers: int = 1) -> ProcessPoolExecutor:
     """A pool of ``workers`` (default one) for relaxations or MD that overlap the caller's own work on other cores.
 
-    Spawned, not forked: the caller holds torch's threads. Its start-up (~5 s of imports) is paid
+    Spawned, not forked: the caller holds torch's threads. Frozen models run under the simple executor. Its start-up (~5 s of imports) is paid
     only when something is submitted.
     """
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=use_simple_executor)
 
 
 TEACHER_VALENCE = "teacher_valence"  # per-atom array of a reference taken from the teacher's moments
