@@ -93,6 +93,8 @@ def main() -> None:
     from lfpo_al.label.driver import label_frames
     from lfpo_al.loop.data import deepmd_systems
     from lfpo_al.selection.step import select_step
+    from lfpo_al.threads import use_in_this_process
+    from lfpo_al.torchscript import use_simple_executor
     from lfpo_al.train.ensemble import STARTUP_STEPS, member_command, training_input
     from lfpo_al.train.member_task import FROZEN
     from lfpo_al.train.pretrained import resolve_pretrained
@@ -101,6 +103,8 @@ def main() -> None:
     cfg = OmegaConf.create(yaml.safe_load((run_dir / "config.yaml").read_text()))
     system, model = instantiate_group(cfg, "system"), instantiate_group(cfg, "model")
     machine, labeler = instantiate_group(cfg, "machine"), instantiate_group(cfg, "label")
+    use_in_this_process(machine.threads_per_process)
+    use_simple_executor()
     labeler.attach_profile(machine.profiles)
     selection = instantiate_group(cfg, "selection")
     target = args.target_force or float(compose_config(["experiment=campaign"]).validate.target_force_rmse)
@@ -239,13 +243,14 @@ def report_text(results: list[dict], summary: dict) -> None:
               f"{row['al_labels_to_target']}, random {row['random_labels_to_target']}; random's best "
               f"{row['random_best_force']:.4f} at {row['random_labels_at_best']} labels, selection reaches it at "
               f"{row['al_labels_to_random_best'] if row['al_labels_to_random_best'] is not None else 'never'}")
-    print(f"ratio AL/random at the force target: {fmt(summary['ratio_at_target'])}")
-    print(f"ratio AL/random at random's best force: {fmt(summary['ratio_at_random_best'])}")
+    print(f"ratio AL/random at random's best force: "
+          f"{fmt(summary['ratio_at_random_best'], 'the selection reached random selection best force')}")
+    print(f"ratio AL/random at the force target: {fmt(summary['ratio_at_target'], 'both strategies reached the target')}")
 
 
-def fmt(spread: dict) -> str:
+def fmt(spread: dict, reached: str) -> str:
     if "mean" not in spread:
-        return f"not defined (target reached in {spread['reached_by']} of {spread['of']} seeds by both strategies)"
+        return f"not defined: {reached} in {spread['reached_by']} of {spread['of']} seeds"
     return f"{spread['mean']:.2f} +- {spread['std']:.2f} (min {spread['min']:.2f}, max {spread['max']:.2f})"
 
 
