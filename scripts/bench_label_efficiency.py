@@ -120,12 +120,13 @@ def main() -> None:
     labeled = {i: labeler.read_outputs(out / "pool_label" / f"task.{i:06d}") for i in range(len(frames))
                if f"task.{i:06d}" not in failed}
 
-    # the trust window that iteration selected with, fixed, so that only the cap varies
+    # the trust window that iteration selected with, fixed, so that only the count varies (the run's own
+    # max_selected does not cap it)
     used = json.loads((layout.step_dir(args.iteration, "select") / "report.json").read_text())["trust_levels"]
     fixed = dataclasses.replace(selection, trust_lo=used["trust_lo"], trust_hi=used["trust_hi"])
     chosen = {}
     for n in args.counts:
-        picked = select_step(explore_dir, out / f"select.{n:03d}", fixed.capped(n))["selected"]
+        picked = select_step(explore_dir, out / f"select.{n:03d}", dataclasses.replace(fixed, max_selected=n))["selected"]
         chosen[(AL, n)] = [source_index[p["source"]] for p in picked if source_index[p["source"]] in labeled]
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
