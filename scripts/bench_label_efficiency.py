@@ -140,14 +140,14 @@ def main() -> None:
         (n, strategy, seed) for n in args.counts for strategy in (AL, RANDOM) for seed in args.seeds]
     tasks, folders = [], {}
     for n, strategy, seed in runs:
-        picks = chosen.get((AL, n)) if strategy == AL else chosen.get((RANDOM, n, seed), [])
+        picks = chosen[(AL, n)] if strategy == AL else chosen.get((RANDOM, n, seed), [])  # init: none
         name = f"{strategy}.n{n:03d}.s{seed}"
         folder = out / "train" / name
-        folders[(n, strategy, seed)] = (folder, len(picks or []))
+        folders[(n, strategy, seed)] = (folder, len(picks))
         if (folder / FROZEN).is_file():
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        subset = write_subset(labeled, picks or [], type_map, out / "data" / (name if strategy != AL else f"{AL}.n{n:03d}"))
+        subset = write_subset(labeled, picks, type_map, out / "data" / (name if strategy != AL else f"{AL}.n{n:03d}"))
         settings = dataclasses.replace(model, seed=seed)
         (folder / "input.json").write_text(json.dumps(
             training_input(settings, type_map, init + subset, seed * 1000, steps), indent=2))

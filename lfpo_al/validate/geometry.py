@@ -38,8 +38,8 @@ def relax_all(make_calculator: Callable, starts: list[Atoms], fmax: float, steps
 def second_process(workers: int = 1) -> ProcessPoolExecutor:
     """A pool of ``workers`` (default one) for relaxations or MD that overlap the caller's own work on other cores.
 
-    Spawned, not forked: the caller holds torch's threads. Frozen models run under the simple executor. Its start-up (~5 s of imports) is paid
-    only when something is submitted.
+    Spawned, not forked: the caller holds torch's threads. Frozen models run under the simple executor.
+    Its start-up (~5 s of imports) is paid only when something is submitted.
     """
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=use_simple_executor)
 
