@@ -1,6 +1,6 @@
 """The run folder's layout, owned here: the loop writes it, ``status`` and the analysis read it.
 
-    runs/<name>/config.yaml  record.jsonl  data/{init,test}/  iter.NNNNNN/<step folder>/  final/  analysis/
+    runs/<name>/config.yaml  record.jsonl  learning_curve.png  data/{init,test}/  iter.NNNNNN/<step folder>/  final/  analysis/
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ class RunLayout:
     @property
     def final(self) -> Path:
         return self.run_dir / "final"
+
+    @property
+    def learning_curve(self) -> Path:
+        return self.run_dir / "learning_curve.png"
 
     @property
     def analysis(self) -> Path:

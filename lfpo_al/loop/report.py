@@ -84,4 +84,5 @@ def print_summary(state: RunState, run_dir: Path, reason: str | None) -> None:
     print(f"\nrun {run_dir} finished: {reason}")
     print(iteration_table(state.records()))
     print(f"plots: {run_dir}/iter.*/{STEP_DIRS['validate']}/{{parity,calibration,bond_parity,dynamics}}.png")
+    print(f"learning curve: {RunLayout(run_dir).learning_curve}")
     print(f"final ensemble: {RunLayout(run_dir).final}/")

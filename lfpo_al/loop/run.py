@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import ase.io
@@ -18,6 +19,7 @@ from lfpo_al.watchdog import OWNER_ENV
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import perturbed_frames, teacher_md_frames
+from lfpo_al.loop.learning_curve import learning_curve_plot
 from lfpo_al.loop.iteration import RunData, run_iteration, run_step
 from lfpo_al.loop.outcomes import IterationRow
 from lfpo_al.loop.report import print_summary
@@ -124,9 +126,11 @@ def train_command(cfg: DictConfig) -> int:
                 row = run_iteration(k, comp, data, state, budget - labels_used, calibration, tracker)
                 labels_used += row.label.n_labeled
                 calibration = row.validate.calibration
-                tracker.log({key: v for key, v in row.flat().items() if key != "iter"}, step=k, images={
-                    f"plots/{name}": data.step_dir(k, "validate") / f"{name}.png"
-                    for name in ("parity", "calibration", "bond_parity", "dynamics")})
+                images = {f"plots/{name}": data.step_dir(k, "validate") / f"{name}.png"
+                          for name in ("parity", "calibration", "bond_parity", "dynamics")}
+                images["plots/learning_curve"] = learning_curve_plot(state.records(), data.layout.learning_curve,
+                                                                     asdict(comp.validate))
+                tracker.log({key: v for key, v in row.flat().items() if key != "iter"}, step=k, images=images)
                 log_selected_frames(tracker, data.step_dir(k, "select") / "report.json", k)
                 stop = ("converged" if converged(row, comp.validate) else
                         "label budget spent" if labels_used >= budget else
