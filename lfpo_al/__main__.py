@@ -11,6 +11,7 @@ from lfpo_al.errors import UserError
 COMMANDS = {
     "train": "run the active-learning loop: fine-tune the ensemble, explore, select, label, validate",
     "build": "build one LixMPO4 structure from the system config (build.* keys) and write extxyz",
+    "distill": "distil a run's final model into a compressed student, gated on held-out frames and dynamics",
     "analyze": "flip-dynamics analysis of a final model or of existing trajectories",
     "status": "print the state of a run (run_name=NAME) from its record",
 }
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
   python -m lfpo_al build system=lfpo build.supercell=[1,2,2] build.x=0.5 build.li_order=random build.seed=0 build.output=out.extxyz
   python -m lfpo_al train --cfg system=lmpo                # print the composed config and exit
   python -m lfpo_al train --dry-run experiment=production  # what a run would submit and cost; runs nothing
+  python -m lfpo_al distill run_name=demo                  # compressed student of the demo's final model
 """
 
 
@@ -58,7 +60,7 @@ def run(command: str, overrides: list[str], show_cfg: bool, check: bool = False)
         from lfpo_al.threads import use_in_this_process
 
         use_in_this_process(cfg.machine.get("threads_per_process"))
-    if command in ("train", "analyze"):  # both evaluate frozen models in this process
+    if command in ("train", "analyze", "distill"):  # both evaluate frozen models in this process
         from lfpo_al.torchscript import use_simple_executor
 
         use_simple_executor()
@@ -83,6 +85,10 @@ def run(command: str, overrides: list[str], show_cfg: bool, check: bool = False)
             print(text)
             return 0 if whole else 1
         return 0
+    if command == "distill":
+        from lfpo_al.distill.cli import distill_command
+
+        return distill_command(cfg)
     if command == "analyze":
         from lfpo_al.analysis.cli import analyze_command
 

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lfpo_al.errors import UserError, first_line
 
-GROUPS = ("system", "model", "explore", "selection", "label", "validate", "analysis", "machine", "tracking", "experiment")
+GROUPS = ("system", "model", "explore", "selection", "label", "validate", "analysis", "distill", "machine", "tracking", "experiment")
 
 
 def config_dir() -> Path:

@@ -1,6 +1,6 @@
 """The run folder's layout, owned here: the loop writes it, ``status`` and the analysis read it.
 
-    runs/<name>/config.yaml  record.jsonl  learning_curve.png  data/{init,test}/  iter.NNNNNN/<step folder>/  final/  analysis/
+    runs/<name>/config.yaml  record.jsonl  learning_curve.png  data/{init,test}/  iter.NNNNNN/<step folder>/  final/  distill/  analysis/
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class RunLayout:
     @property
     def learning_curve(self) -> Path:
         return self.run_dir / "learning_curve.png"
+
+    @property
+    def distill(self) -> Path:
+        return self.run_dir / "distill"
 
     @property
     def analysis(self) -> Path:

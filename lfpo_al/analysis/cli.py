@@ -72,10 +72,28 @@ def _sources(settings: AnalysisSettings, cfg: DictConfig, system, mode: str, run
     explore = instantiate_group(cfg, "explore")
     machine = instantiate_group(cfg, "machine")
     build_defaults = make_settings(BuildSpec, to_plain(cfg.build), "build") if "build" in cfg else None
-    sources = run_production(settings, explore, system, build_defaults, models, machine, out_dir / "md")
+    driver = production_driver(settings, runs_dir, run_name)
+    sources = run_production(settings, explore, system, build_defaults, models, machine,
+                             out_dir / ("md_student" if driver else "md"), driver)
     for src, name in zip(sources, _unique_names([s.name for s in sources])):
         src.name = name
-    return sources, {"mode": mode, "models": [str(m) for m in models], "run_name": run_name}
+    return sources, {"mode": mode, "models": [str(m) for m in models], "run_name": run_name,
+                     "driver": str(driver) if driver else None}
+
+
+def production_driver(settings: AnalysisSettings, runs_dir: Path, run_name: str | None) -> Path | None:
+    """The distilled student that drives the production MD, if ``analysis.student`` takes one."""
+    from lfpo_al.distill.cli import passed_student
+
+    if settings.student is False:
+        return None
+    student = passed_student(RunLayout.of(runs_dir, run_name)) if run_name else None
+    if student is None and settings.student is True:
+        raise UserError(f"analysis.student=true but run {run_name!r} has no distilled student that passed its gate; "
+                        "run `python -m lfpo_al distill run_name=NAME` first or set analysis.student=auto")
+    if student is not None:
+        log.info("production MD driven by the distilled student %s; the ensemble scores the deviation", student)
+    return student
 
 
 def analyze_command(cfg: DictConfig) -> int:

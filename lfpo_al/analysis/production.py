@@ -94,14 +94,15 @@ def production_explore_settings(settings: AnalysisSettings, explore: ExploreSett
 
 
 def run_production(settings: AnalysisSettings, explore: ExploreSettings, system, build_defaults: BuildSpec | None,
-                   models: list[Path], machine, work_dir: Path) -> list[TrajectorySource]:
-    """Run (or resume) the production matrix in ``work_dir``; return the trajectories it wrote."""
+                   models: list[Path], machine, work_dir: Path, driver: Path | None = None) -> list[TrajectorySource]:
+    """Run (or resume) the production matrix in ``work_dir`` (MD driven by ``driver`` when given, else by
+    ``models[0]``); return the trajectories it wrote."""
     from lfpo_al.explore.step import explore_step
 
     md = production_explore_settings(settings, explore)
     log.info("production MD: %d structures x %d temperatures, %d steps each, %d model(s)",
              len(md.structures), len(md.temperatures), md.n_steps, len(models))
-    summary = explore_step(md, system, build_defaults, models, Path(work_dir), machine)
+    summary = explore_step(md, system, build_defaults, models, Path(work_dir), machine, driver=driver)
     sources = []
     for entry in summary["trajectories"]:
         path = Path(work_dir) / entry["dir"] / "frames.extxyz"

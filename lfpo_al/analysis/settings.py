@@ -20,7 +20,9 @@ class AnalysisSettings:
     (eV/A; ``auto``: the run's last calibrated trust_hi, else ``fallback_trust_level``) are untrusted;
     ``exclude_untrusted`` leaves their intervals out of counts and durations. Flip pairs: M closer than
     ``pair_cutoff_ang`` are neighbours (``auto``: midway between the first two M-M shells of the
-    system's crystal).
+    system's crystal). ``student``: production MD driven by the run's distilled student
+    (``runs/<run>/distill/student.pth``) when its gate passed (``auto``), always (``true``: an error
+    without one) or never (``false``); the ensemble scores the deviation either way.
     """
 
     run_name: str | None = None
@@ -37,6 +39,7 @@ class AnalysisSettings:
     md_record_every: int = 10
     md_abort_deviation: float = 1.0e6
     md_seed: int = 0
+    student: bool | str = "auto"
     trust_level: float | str = "auto"
     fallback_trust_level: float = 0.3
     exclude_untrusted: bool = True
@@ -56,6 +59,8 @@ class AnalysisSettings:
     plots: bool = True
 
     def __post_init__(self) -> None:
+        if self.student not in (True, False, "auto"):
+            raise UserError(f"analysis.student={self.student!r} must be auto, true or false")
         self.trajectories = [str(p) for p in (self.trajectories or [])]
         self.temperatures = [float(t) for t in (self.temperatures or [])]
         if self.trajectories and self.temperatures and len(self.trajectories) != len(self.temperatures):

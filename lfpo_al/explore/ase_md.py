@@ -1,4 +1,5 @@
-"""ASE molecular dynamics driven by ensemble member 0, every recorded frame scored by all members.
+"""ASE molecular dynamics driven by ensemble member 0 (or a distilled student), every recorded frame scored
+by all members.
 
 Run inside a task folder (``python -m lfpo_al.explore.ase_md``): reads ``task.json`` and
 ``start.extxyz``; writes ``frames.extxyz`` (recorded frames with the seeded per-atom ``valence`` and
@@ -91,8 +92,12 @@ def run_md(task_dir: Path) -> dict:
     task = json.loads((task_dir / "task.json").read_text())
     system = OlivineSystem(**task["system"])
     atoms = ase.io.read(task_dir / "start.extxyz")
-    atoms.calc = DP(model=task["models"][0])
-    members = [DrivingMember(atoms)] + [DeepPot(path) for path in task["models"][1:]]
+    driver = task.get("driver")
+    atoms.calc = DP(model=driver or task["models"][0])
+    if driver:  # a student drives; every ensemble member scores the recorded frames
+        members = [DeepPot(path) for path in task["models"]]
+    else:
+        members = [DrivingMember(atoms)] + [DeepPot(path) for path in task["models"][1:]]
     atype = np.array([system.type_map.index(s) for s in atoms.get_chemical_symbols()])
     rng = np.random.default_rng(task["seed"])
     MaxwellBoltzmannDistribution(atoms, temperature_K=task["temperature"], rng=rng)

@@ -23,6 +23,8 @@ class ExploreSettings:
 
     engine: ClassVar[str] = "ase"
     task_module: ClassVar[str] = "lfpo_al.explore.ase_md"
+    # whether the MD can be driven by a model outside the ensemble that scores the deviation
+    takes_driver: ClassVar[bool] = True
 
     ensemble: str = "nvt"
     temperatures: list[float] = field(default_factory=lambda: [300.0, 600.0])
@@ -68,3 +70,4 @@ class LammpsExplorer(ExploreSettings):
 
     engine: ClassVar[str] = "lammps"
     task_module: ClassVar[str] = "lfpo_al.explore.lammps_md"
+    takes_driver: ClassVar[bool] = False  # pair_style deepmd drives with the first model of its deviation

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from lfpo_al import atomic
+from lfpo_al.errors import UserError
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.structures.builder import BuildSpec, build_specs, build_structure, write_structure
@@ -35,8 +36,15 @@ def explore_step(
     work_dir: Path,
     machine: MachineSettings,
     iteration: int = 0,
+    driver: Path | None = None,
 ) -> dict:
-    """Run (or resume) the MD matrix in ``work_dir``; writes and returns ``summary.json``."""
+    """Run (or resume) the MD matrix in ``work_dir``; writes and returns ``summary.json``.
+
+    ``driver``: a model that drives the MD instead of ``models[0]`` (a distilled student); ``models``
+    then all score the deviation of every recorded frame."""
+    if driver is not None and not settings.takes_driver:
+        raise UserError(f"the {settings.engine} explorer cannot drive MD with a model outside the ensemble "
+                        "(the distilled student); use explore=ase_md or analysis.student=false")
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     entries, tasks = [], []
@@ -53,6 +61,7 @@ def explore_step(
                 write_structure(start, task_dir / "start.extxyz")
                 task = {
                     "models": [str(Path(m).resolve()) for m in models],
+                    "driver": None if driver is None else str(Path(driver).resolve()),
                     "system": dataclasses.asdict(system),
                     "family": family,
                     "temperature": float(temperature),

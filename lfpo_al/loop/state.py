@@ -23,8 +23,9 @@ from lfpo_al.layout import RunLayout
 
 # keys that may change between a run's start and a resume: limits, targets, where jobs run, tracking, and
 # where the run folder is (a copied or moved run resumes where it now is)
+# analysis and distillation read a run's final models and change nothing the loop made
 RESUMABLE_KEYS = ("loop.max_iters", "loop.label_budget", "loop.dry_run", "validate.target_", "machine.", "tracking.",
-                  "run_name", "runs_dir")
+                  "run_name", "runs_dir", "analysis.", "distill.")
 SETUP = -1  # iteration number of the steps that build the initial and test data
 # Fault injection (tests/reliability): a train whose record reaches this many lines SIGKILLs its own process
 # group right after writing the line, as a kill at that step boundary from outside would

@@ -1,0 +1,107 @@
+"""Production MD speed, side by side in one run on the same cell: fine-tuned DPA-2, student, compressed student.
+
+    python scripts/bench_production.py --model runs/demo/final/model.000.pth \
+        --student runs/demo/distill/student/model.pth --compressed runs/demo/distill/student.pth \
+        [--steps 200] [--batch 1 4 16] [--device cpu]
+
+On the demo's held-out Li0.5FePO4 cell (52 atoms, 600 K Langevin, one thread), per model:
+- ``md``: atom-steps/s of ASE Langevin MD (what ``analyze`` runs), after 10 warm-up steps;
+- ``eval``: atom-evals/s of a bare single-frame ``DeepPot.eval`` on the same frame;
+- ``batch k``: atom-evals/s of one ``DeepPot.eval`` over k replicas (k frames in one call: what a batched
+  replica engine buys per model call).
+Ratios printed last: each model's MD over the DPA-2's, the best batch over one frame, and the loop
+overhead (bare evaluation rate over MD rate; 1.00 = no overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def cell():
+    from lfpo_al.config import compose_config, instantiate_group
+    from lfpo_al.structures.builder import BuildSpec, built_structures
+
+    system = instantiate_group(compose_config([]), "system")
+    return next(built_structures(system, [BuildSpec(x=0.5, li_order="random", seed=103, supercell=[1, 2, 1])]))
+
+
+def md_rate(model: Path, atoms, steps: int) -> float:
+    from deepmd.calculator import DP
+
+    from lfpo_al.validate.md import LangevinProtocol, langevin_frames
+
+    calc = DP(model=str(model))
+    langevin_frames(atoms, calc, LangevinProtocol(600.0, 10, record_every=10, seed=0))  # warm-up
+    start = time.perf_counter()
+    langevin_frames(atoms, calc, LangevinProtocol(600.0, steps, record_every=10, seed=1))
+    return len(atoms) * steps / (time.perf_counter() - start)
+
+
+def eval_rate(model: Path, atoms, n_frames: int, repeats: int) -> float:
+    from deepmd.infer import DeepPot
+
+    dp = DeepPot(str(model))
+    types = dp.get_type_map()
+    atype = [types.index(s) for s in atoms.get_chemical_symbols()]
+    rng = np.random.default_rng(0)
+    coords = np.array([atoms.positions + rng.normal(scale=0.02, size=atoms.positions.shape)
+                       for _ in range(n_frames)]).reshape(n_frames, -1)
+    cells = np.tile(atoms.cell.array.reshape(1, 9), (n_frames, 1))
+    for _ in range(2):
+        dp.eval(coords, cells, atype)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        dp.eval(coords, cells, atype)
+    return len(atoms) * n_frames * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="the fine-tuned DPA-2 (frozen .pth)")
+    parser.add_argument("--student", type=Path, default=None, help="the student, frozen")
+    parser.add_argument("--compressed", type=Path, default=None, help="the student after dp compress")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    args.batch = sorted(set(args.batch) | {1})
+
+    from lfpo_al.threads import use_in_this_process
+    from lfpo_al.torchscript import use_simple_executor
+
+    use_in_this_process(args.threads)
+    use_simple_executor()
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    atoms = cell()
+    models = {"dpa2": args.model, "student": args.student, "compressed": args.compressed}
+    models = {k: v for k, v in models.items() if v is not None}
+    rows = {}
+    for name, path in models.items():
+        row = {"md": md_rate(path, atoms, args.steps)}
+        for k in args.batch:
+            row[f"batch {k}"] = eval_rate(path, atoms, k, max(2, args.repeats // k))
+        rows[name] = row
+        print(f"{name:10s} " + "  ".join(f"{key} {value:9.0f}" for key, value in row.items()) + "  atom-steps(evals)/s",
+              flush=True)
+    print(f"\n{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}, "
+          f"{args.threads} thread(s), {len(atoms)} atoms, {args.steps} MD steps, {datetime.date.today()}")
+    base = rows["dpa2"]["md"]
+    for name, row in rows.items():
+        best = max(args.batch, key=lambda k: row[f"batch {k}"])
+        print(f"{name:10s} MD speed vs DPA-2 {row['md'] / base:6.2f}x   batch {best} vs 1 frame "
+              f"{row[f'batch {best}'] / row['batch 1']:5.2f}x   loop overhead (eval/MD) {row['batch 1'] / row['md']:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
