@@ -135,8 +135,8 @@ def test_production_matrix_uses_the_explorer_and_the_calibrated_trust(monkeypatc
     (validate / "metrics.json").write_text(json.dumps({"calibration": {"trust_lo": 0.1, "trust_hi": 0.45}}))
     calls = {}
 
-    def fake_explore(settings, system_, build_defaults, models, work_dir, machine, iteration=0):
-        calls.update(settings=settings, models=models, work_dir=work_dir)
+    def fake_explore(settings, system_, build_defaults, models, work_dir, machine, iteration=0, driver=None):
+        calls.update(settings=settings, models=models, work_dir=work_dir, driver=driver)
         entries = []
         for index, temperature in enumerate(settings.temperatures):
             traj, _ = synthetic_trajectory(system, (1, 2, 2), n_frames=settings.n_steps // settings.record_every + 1,
@@ -166,6 +166,7 @@ def test_production_matrix_uses_the_explorer_and_the_calibrated_trust(monkeypatc
     md = calls["settings"]
     assert md.temperatures == [500, 900] and md.abort_deviation >= 1e5 and md.n_steps == 4000
     assert [p.name for p in calls["models"]] == ["model.000.pth", "model.001.pth"]
+    assert calls["driver"] is None  # no distilled student in the run: member 0 drives
     summary = json.loads((run / "analysis" / "summary.json").read_text())
     assert summary["source"]["trust_level"] == 0.45 and "calibration" in summary["source"]["trust_level_source"]
     for row in summary["runs"]:
