@@ -12,7 +12,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from lfpo_al.errors import UserError
 
 
-def label_with_model(model, frames: list[Atoms], type_map: list[str]) -> list[Atoms]:
+def label_with_model(model, frames: list[Atoms]) -> list[Atoms]:
     """Copies of ``frames`` (one trajectory: same atoms in the same order) carrying the model's energy,
     forces and stress, evaluated in one call (``model``: a deepmd ``DeepPot``)."""
     if not frames:

@@ -96,7 +96,7 @@ def label_trajectories(teacher: Path, trajectories: list[list], type_map: list[s
     from deepmd.infer import DeepPot
 
     model = DeepPot(str(teacher))
-    frames = [f for traj in trajectories for f in label_with_model(model, traj, type_map)]
+    frames = [f for traj in trajectories for f in label_with_model(model, traj)]
     write_deepmd(frames, type_map, data_dir)
     return len(frames)
 

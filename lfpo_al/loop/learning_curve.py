@@ -70,5 +70,4 @@ def learning_curve_plot(records: list[dict], path: Path, targets: dict | None = 
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.suptitle("learning curve: each iteration's models against the labels they were trained on")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path)  # lays the figure out
