@@ -49,6 +49,17 @@ def test_trajectories_to_summary_events_tables_and_figures(trajectories, tmp_pat
     assert {"fe_flip", "li_hop", "fe_flip_interfacial"} <= set(summary["arrhenius"])
     assert {"nu0_per_ps", "ea_ev", "ea_err_ev"} <= set(summary["arrhenius"]["fe_flip"])
     assert summary["runs"][2]["interface"]["axis"] == "c"
+    # every rate with its interval; two temperatures and thin counts are flagged, in the summary and per fit
+    for row in summary["runs"]:
+        lo, hi = row["fe_flip_rate_ci"]
+        assert lo <= row["fe_flip_rate_per_fe_per_ps"] <= hi and row["li_hop_rate_ci"][1] > 0
+        assert all(f in summary["flags"] for f in (f"{row['trajectory']}: {g}" for g in row["flags"]))
+        if row["n_li_hops"] < 10:
+            assert any(g.startswith("Li hops: ") for g in row["flags"])
+    fit = summary["arrhenius"]["fe_flip"]
+    assert fit["ea_ci_ev"][0] < fit["ea_ev"] < fit["ea_ci_ev"][1] and any("(< 3)" in f for f in fit["flags"])
+    assert any(f.startswith("Arrhenius fe_flip: fit from 2 temperatures (< 3)") for f in summary["flags"])
+    assert len(summary["flip_pairs"]["ratio_ci"]) == 4
 
     with open(tmp_path / "events.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -77,6 +88,7 @@ def test_one_temperature_has_no_arrhenius_and_header_temperature(trajectories, t
     assert analyze(f"analysis.trajectories=[{trajectories[0][0]}]", f"analysis.output_dir={tmp_path}") == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "arrhenius" not in summary and summary["runs"][0]["temperature_K"] == 600.0  # from the header
+    assert "1 temperature(s) (< 3): no Arrhenius fit" in summary["flags"]
 
 
 def test_bad_inputs_name_the_key(trajectories, tmp_path, load_system):

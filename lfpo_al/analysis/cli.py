@@ -165,6 +165,8 @@ def _track(tracking, out_dir: Path, run_name: str | None, summary: dict, cfg: Di
         for kind, fit in (summary.get("arrhenius") or {}).items():
             if isinstance(fit, dict) and "ea_ev" in fit:
                 metrics.update({f"analysis/{kind}/{k}": fit[k] for k in ("nu0_per_ps", "ea_ev", "ea_err_ev")})
+                metrics[f"analysis/{kind}/flags"] = len(fit["flags"])
+        metrics["analysis/flags"] = len(summary.get("flags") or [])
         tracker.log(metrics, images={f"analysis/{Path(f).stem}": out_dir / f for f in summary["figures"]})
         tracker.artifact(f"{run_name or 'trajectories'}-analysis", "analysis",
                          [out_dir / "summary.json"] + [out_dir / t for t in summary["tables"]], root=out_dir)
@@ -176,9 +178,22 @@ def _print_summary(summary: dict, out_dir: Path, metal: str) -> None:
     print(f"analysis written to {out_dir}")
     for r in summary["runs"]:
         print(f"  {r['trajectory']}: {r['temperature_K']:g} K, {r['duration_ps']:.3g} ps, trusted {r['trusted_fraction']}, "
-              f"{r['n_fe_flips']} {metal} flips ({_fmt(r['fe_flip_rate_per_fe_per_ps'])}/{metal}/ps), "
-              f"{r['n_li_hops']} Li hops ({_fmt(r['li_hop_rate_per_li_per_ps'])}/Li/ps)")
+              f"{r['n_fe_flips']} {metal} flips ({_fmt_ci(r['fe_flip_rate_per_fe_per_ps'], r.get('fe_flip_rate_ci'))}/{metal}/ps), "
+              f"{r['n_li_hops']} Li hops ({_fmt_ci(r['li_hop_rate_per_li_per_ps'], r.get('li_hop_rate_ci'))}/Li/ps)")
     for kind, fit in (summary.get("arrhenius") or {}).items():
         if isinstance(fit, dict) and "ea_ev" in fit:
-            print(f"  Arrhenius {kind}: nu0 = {fit['nu0_per_ps']:.3g}/ps, Ea = {fit['ea_ev']:.3f} +- {fit['ea_err_ev']:.3f} eV")
+            lo, hi = fit["ea_ci_ev"]
+            nlo, nhi = fit["nu0_ci_per_ps"]
+            print(f"  Arrhenius {kind}: Ea = {fit['ea_ev']:.3f} eV [{lo:.3f}, {hi:.3f}], nu0 = {fit['nu0_per_ps']:.3g}/ps "
+                  f"[{nlo:.3g}, {nhi:.3g}], {fit['n_temperatures']} temperatures, {sum(fit['n_events'])} events")
+    flags = summary.get("flags") or []
+    print(f"  statistical flags ({len(flags)}):" if flags else "  statistical flags: none")
+    for flag in flags:
+        print(f"    ! {flag}")
     print(f"  figures: {', '.join(summary['figures']) or 'none'}")
+
+
+def _fmt_ci(value, interval) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if not interval else f"{value:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"

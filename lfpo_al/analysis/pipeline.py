@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lfpo_al.analysis import correlations, profiles, rates
+from lfpo_al.analysis.intervals import count_flag, poisson_interval, rate_interval
 from lfpo_al.analysis.events import Events, FlipParams, detect_flips, frames_for, histogram_valley, running_mean, site_hops
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.sites import li_site_keys, li_site_lattice
@@ -140,10 +141,18 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
                      li_dwell_frames=frames_for(settings.li_dwell_fs, dt) if settings.li_dwell_fs > 0 else 1)
 
     n_flips, n_hops = int(flips_counted.sum()), int(hops_counted.sum())
+    bounds = settings.intervals()
+    flip_ci = rate_interval(flips.frame[flips_counted], intervals, len(metal), dt, bounds) if len(metal) else None
+    hop_ci = rate_interval(hops.frame[hops_counted], intervals, len(li), dt, bounds) if len(li) else None
+    flags = [f for f in (count_flag(f"{system.metal} flips", n_flips, flip_ci, f"/{system.metal}/ps", bounds),
+                         count_flag("Li hops", n_hops, hop_ci, "/Li/ps", bounds)) if f]
     row.update(
         n_fe_flips=n_flips, n_li_hops=n_hops,
         fe_flip_rate_per_fe_per_ps=rates.rate(n_flips, len(metal), counted_ps),
+        fe_flip_rate_ci=None if flip_ci is None else flip_ci["ci"], fe_flip_rate_intervals=flip_ci,
         li_hop_rate_per_li_per_ps=rates.rate(n_hops, len(li), counted_ps),
+        li_hop_rate_ci=None if hop_ci is None else hop_ci["ci"], li_hop_rate_intervals=hop_ci,
+        interval_level=bounds.level, flags=flags,
         trusted_fraction=None if mask is None else round(float(mask.mean()), 6),
         untrusted_segments_ps=rates.untrusted_segments(mask, dt),
         trusted_duration_ps=round(counted_ps, 6), frame_interval_fs=dt, n_fe=int(len(metal)), n_li=int(len(li)),
@@ -163,6 +172,15 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
     if axis is not None and len(metal) and bonds is not None:
         result.profile = _profile(traj, system, settings, axis, metal, states, frames_for_hist, flips, flips_counted, counted_ps)
         row["interface"] = {k: result.profile[k] for k in ("interfacial", "bulk")} | {"axis": "abc"[axis]}
+        for part in ("interfacial", "bulk"):
+            layer = row["interface"][part]
+            exposure = layer["n_m"] * counted_ps
+            layer["fe_flip_rate_ci"] = [round(v, 6) for v in poisson_interval(layer["n_flips"], exposure, bounds.level)] \
+                if exposure > 0 else None
+            flag = count_flag(f"{system.metal} flips in the {part} layers", layer["n_flips"],
+                              {"ci": layer["fe_flip_rate_ci"]} if exposure > 0 else None, f"/{system.metal}/ps", bounds)
+            if flag:
+                row["flags"].append(flag)
     if keep_arrays:
         result.bonds, result.smooth, result.states = bonds, smooth, states
     return result

@@ -25,28 +25,50 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def arrhenius_plot(series: dict[str, list[tuple[float, float]]], fits: dict[str, dict | None], path: Path,
-                   metal: str) -> Path:
-    """ln k vs 1000/T per event kind with the fitted lines (Fig. 1b)."""
-    fig, ax = plt.subplots(figsize=(5.2, 4))
+def _rate_points(ax, points: list[dict], color, marker, label, min_events: int, offset: float = 0.0, x=lambda t: t):
+    """Rates with their intervals as error bars; a rate from fewer than ``min_events`` events is hollow."""
+    points = [p for p in points if p["t"] and p["k"] is not None and p["ci"]]
+    for thin in (False, True):
+        chosen = [p for p in points if (p["n"] < min_events) == thin]
+        if not chosen:
+            continue
+        t = np.array([p["t"] for p in chosen]) + offset
+        k = np.array([p["k"] for p in chosen])
+        lo, hi = np.array([p["ci"] for p in chosen], dtype=float).T
+        ax.errorbar(x(t), k, yerr=[np.maximum(k - lo, 0), np.maximum(hi - k, 0)], fmt=marker, color=color, capsize=3,
+                    mfc="white" if thin else color, alpha=0.8,
+                    label=(f"{label} (< {min_events} events)" if thin else label) if label else None)
+
+
+def arrhenius_plot(series: dict[str, list[dict]], fits: dict[str, dict | None], path: Path, metal: str,
+                   min_events: int = 10) -> Path:
+    """Rate per atom vs 1000/T per event kind, each point with its interval (hollow: thin statistics),
+    and the fitted lines with Ea's interval (Fig. 1b)."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
     for kind, points in series.items():
-        points = [(t, k) for t, k in points if t and k and k > 0]
+        points = [p for p in points if p["t"] and p["k"] is not None]
         if not points:
             continue
         color, marker, label = KIND_STYLE.get(kind, ("k", "x", kind))
-        label = label.replace("M ", f"{metal} ")
-        t, k = np.array(points).T
-        ax.plot(1000 / t, k, marker, color=color, alpha=0.7, label=label)
+        _rate_points(ax, [p for p in points if p["k"] > 0], color, marker, label.replace("M ", f"{metal} "),
+                     min_events, x=lambda t: 1000 / t)
+        bounds = [p for p in points if p["k"] == 0 and p["ci"]]
+        if bounds:  # no events: the upper bound as a downward arrow
+            ax.plot([1000 / p["t"] for p in bounds], [p["ci"][1] for p in bounds], "v", color=color, mfc="white")
         fit = fits.get(kind)
         if fit:
+            t = np.array([p["t"] for p in points], dtype=float)
             grid = np.linspace(1000 / t.max() * 0.95, 1000 / t.min() * 1.05, 50)
-            ax.plot(grid, fit["nu0_per_ps"] * np.exp(-fit["ea_ev"] / (KB_EV * 1000 / grid)), "-", color=color,
-                    label=f"  nu0={fit['nu0_per_ps']:.3g}/ps, Ea={fit['ea_ev']:.3f}±{fit['ea_err_ev']:.3f} eV")
+            lo, hi = fit.get("ea_ci_ev", [None, None])
+            interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else f"±{fit['ea_err_ev']:.3f}"
+            note = " FLAGGED" if fit.get("flags") else ""
+            ax.plot(grid, fit["nu0_per_ps"] * np.exp(-fit["ea_ev"] / (KB_EV * 1000 / grid)), "--" if note else "-",
+                    color=color, label=f"  Ea={fit['ea_ev']:.3f}{interval} eV, {fit['n_temperatures']} T{note}")
     ax.set_yscale("log")
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel("rate per atom (1/ps)")
-    ax.legend(fontsize=7)
-    ax.set_title("Arrhenius")
+    ax.legend(fontsize=6)
+    ax.set_title("Arrhenius (bars: 95 % intervals; v: upper bound, no events)", fontsize=8)
     return save_figure(fig, path)
 
 
@@ -83,24 +105,29 @@ def bond_histogram(bonds: np.ndarray, smooth: np.ndarray, threshold: float, repo
     return save_figure(fig, path)
 
 
-def rates_by_order(rows: list[dict], path: Path, key: str = "fe_flip_rate_per_fe_per_ps") -> Path:
-    """Flip rate against temperature for each Li ordering (Fig. 3); disordered seeds pooled as mean +- spread."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    groups: dict[str, dict[float, list[float]]] = {}
+def rates_by_order(rows: list[dict], path: Path, min_events: int = 10, key: str = "fe_flip_rate_per_fe_per_ps",
+                   count_key: str = "n_fe_flips", ci_key: str = "fe_flip_rate_ci") -> Path:
+    """Flip rate against temperature for each Li ordering (Fig. 3), every run with its interval (hollow:
+    fewer than ``min_events`` flips); seeds of one ordering side by side."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.9))
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        if row.get(key) is None or row.get("temperature_K") is None:
-            continue
-        order = row.get("li_order") or "unknown"
-        groups.setdefault(order, {}).setdefault(row["temperature_K"], []).append(row[key])
-    for order, by_t in sorted(groups.items()):
-        t = np.array(sorted(by_t))
-        mean = np.array([np.mean(by_t[v]) for v in t])
-        err = np.array([np.ptp(by_t[v]) / 2 for v in t])
-        ax.errorbar(t, mean, yerr=err, marker="o", capsize=3, label=order)
+        if row.get(key) is not None and row.get("temperature_K") is not None:
+            groups.setdefault(row.get("li_order") or "unknown", []).append(
+                {"t": row["temperature_K"], "k": row[key], "n": row.get(count_key, 0), "ci": row.get(ci_key)})
+    spread = 8.0  # K between orderings at one temperature, so the bars do not hide each other
+    for i, (order, points) in enumerate(sorted(groups.items())):
+        color = f"C{i % 10}"
+        _rate_points(ax, points, color, "o", order, min_events, offset=(i - (len(groups) - 1) / 2) * spread)
+        by_t: dict[float, list[float]] = {}
+        for p in points:
+            by_t.setdefault(p["t"], []).append(p["k"])
+        t = sorted(by_t)
+        ax.plot(np.array(t) + (i - (len(groups) - 1) / 2) * spread, [np.mean(by_t[v]) for v in t], "-", color=color, lw=0.8)
     ax.set_xlabel("T (K)")
     ax.set_ylabel("flips per M per ps")
-    ax.set_title("flip rate by Li ordering")
-    ax.legend(fontsize=7)
+    ax.set_title("flip rate by Li ordering (bars: 95 % intervals)", fontsize=9)
+    ax.legend(fontsize=6)
     return save_figure(fig, path)
 
 
@@ -124,18 +151,20 @@ def interface_profile_plot(profile: dict, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def interface_vs_bulk(points: dict[str, list[tuple[float, float]]], path: Path) -> Path:
-    """Interfacial vs bulk flip rates against temperature, with the bulk orderings for comparison (Fig. 4c)."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    for label, pts in points.items():
-        pts = sorted((t, k) for t, k in pts if t is not None and k is not None)
+def interface_vs_bulk(points: dict[str, list[dict]], path: Path, min_events: int = 10) -> Path:
+    """Interfacial vs bulk flip rates against temperature with intervals, and the bulk orderings for
+    comparison (Fig. 4c)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.9))
+    for i, (label, pts) in enumerate(points.items()):
+        pts = sorted((p for p in pts if p["t"] is not None and p["k"] is not None), key=lambda p: p["t"])
         if pts:
-            t, k = np.array(pts).T
-            ax.plot(t, k, marker="o", label=label, lw=2 if "interfacial" in label else 1)
+            _rate_points(ax, pts, f"C{i % 10}", "o", label, min_events)
+            ax.plot([p["t"] for p in pts], [p["k"] for p in pts], "-", color=f"C{i % 10}",
+                    lw=2 if "interfacial" in label else 0.8)
     ax.set_xlabel("T (K)")
     ax.set_ylabel("flips per M per ps")
-    ax.set_title("interfacial vs bulk flip rates")
-    ax.legend(fontsize=7)
+    ax.set_title("interfacial vs bulk flip rates (bars: 95 % intervals)", fontsize=9)
+    ax.legend(fontsize=6)
     return save_figure(fig, path)
 
 

@@ -2,7 +2,8 @@
 
 Layout of the output folder::
 
-    summary.json            runs (one row per trajectory), arrhenius fits, flip-pair table, figures, tables
+    summary.json            runs (one row per trajectory, rates with intervals), flags of thin statistics,
+                            arrhenius fits, flip-pair table, figures, tables
     events.csv              time_ps,kind,atom_index,sign,trajectory,trusted   (all runs, all events)
     runs/<name>/events.csv  time_ps,kind,atom_index,sign                       (counted events of one run)
     flip_pairs.csv          Table 2: opposite/same-sign flip pairs by |dt| and M-M distance, R
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lfpo_al.analysis import correlations, plots, rates
+from lfpo_al.analysis.intervals import IntervalSettings, fit_intervals, ratio_interval
 from lfpo_al.analysis.pipeline import RunResult
 from lfpo_al.analysis.settings import AnalysisSettings
 
@@ -75,12 +77,13 @@ def _is_interface(row: dict) -> bool:
     return str(row.get("li_order") or "").startswith("interface_")
 
 
-def arrhenius_section(rows: list[dict]) -> dict | None:
+def arrhenius_section(rows: list[dict], bounds: IntervalSettings) -> dict | None:
     """Fits over temperatures (only with >= 2 distinct temperatures among the runs).
 
     Bulk fits (``fe_flip``, ``li_hop``) use the disordered runs (li_order random or unknown) when they
     span >= 2 temperatures, else every non-interface run, else every run; ``fe_flip_interfacial`` uses
-    the interfacial layers of interface runs; ``by_family`` fits each structure family alone.
+    the interfacial layers of interface runs; ``by_family`` fits each structure family alone. Every fit
+    carries intervals on Ea, nu0 and its points, and flags where its statistics are thin.
     """
     temps = {r["temperature_K"] for r in rows if r.get("temperature_K") is not None}
     if len(temps) < 2:
@@ -92,19 +95,22 @@ def arrhenius_section(rows: list[dict]) -> dict | None:
             break
 
     def fit(rs, n_key, count_key):
-        return rates.arrhenius_from_points([(r["temperature_K"], r[count_key], r[n_key] * r["trusted_duration_ps"])
-                                            for r in rs if r.get(n_key)])
+        return with_intervals(rates.arrhenius_from_points([(r["temperature_K"], r[count_key], r[n_key] * r["trusted_duration_ps"])
+                                                           for r in rs if r.get(n_key)]))
+
+    def with_intervals(result):
+        return None if result is None else fit_intervals(result, bounds)
 
     section = {"runs_used": name, "fe_flip": fit(chosen, "n_fe", "n_fe_flips"),
                "li_hop": fit(chosen, "n_li", "n_li_hops")}
     interfaces = [r for r in rows if _is_interface(r) and r.get("interface")]
     if interfaces:
-        section["fe_flip_interfacial"] = rates.arrhenius_from_points([
+        section["fe_flip_interfacial"] = with_intervals(rates.arrhenius_from_points([
             (r["temperature_K"], r["interface"]["interfacial"]["n_flips"],
-             r["interface"]["interfacial"]["n_m"] * r["trusted_duration_ps"]) for r in interfaces])
-        section["fe_flip_interface_bulk"] = rates.arrhenius_from_points([
+             r["interface"]["interfacial"]["n_m"] * r["trusted_duration_ps"]) for r in interfaces]))
+        section["fe_flip_interface_bulk"] = with_intervals(rates.arrhenius_from_points([
             (r["temperature_K"], r["interface"]["bulk"]["n_flips"],
-             r["interface"]["bulk"]["n_m"] * r["trusted_duration_ps"]) for r in interfaces])
+             r["interface"]["bulk"]["n_m"] * r["trusted_duration_ps"]) for r in interfaces]))
     families: dict[str, list[dict]] = {}
     for r in rows:
         families.setdefault(str(r.get("family") or r.get("li_order") or "unknown"), []).append(r)
@@ -112,6 +118,18 @@ def arrhenius_section(rows: list[dict]) -> dict | None:
                             for fam, rs in sorted(families.items())
                             if len({r["temperature_K"] for r in rs if r.get("temperature_K") is not None}) >= 2}
     return section
+
+
+def statistical_flags(rows: list[dict], arrhenius: dict | None, settings: AnalysisSettings) -> list[str]:
+    """Every thin-statistics flag of the runs and the main Arrhenius fits (per-family fits keep theirs)."""
+    flags = [f"{r['trajectory']}: {flag}" for r in rows for flag in r.get("flags", [])]
+    temps = {r["temperature_K"] for r in rows if r.get("temperature_K") is not None}
+    if arrhenius is None and len(temps) < settings.min_temperatures:
+        flags.append(f"{len(temps)} temperature(s) (< {settings.min_temperatures}): no Arrhenius fit")
+    for kind, fit in (arrhenius or {}).items():
+        if kind != "by_family" and isinstance(fit, dict):
+            flags += [f"Arrhenius {kind}: {flag}" for flag in fit["flags"]]
+    return flags
 
 
 def pair_section(results: list[RunResult], settings: AnalysisSettings, out_dir: Path) -> tuple[dict, np.ndarray, np.ndarray, list]:
@@ -135,7 +153,9 @@ def pair_section(results: list[RunResult], settings: AnalysisSettings, out_dir: 
     r = correlations.ratio(total_opp, total_same)
     table = {"dt_edges_ps": dt_edges, "r_edges_ang": [0.0, settings.pair_cutoff_ang, None],
              "n_opposite": total_opp.tolist(), "n_same": total_same.tolist(),
-             "ratio": [[None if np.isnan(v) else round(float(v), 4) for v in line] for line in r]}
+             "ratio": [[None if np.isnan(v) else round(float(v), 4) for v in line] for line in r],
+             "ratio_ci": [[ratio_interval(int(a), int(b), settings.interval_level) for a, b in zip(la, lb)]
+                          for la, lb in zip(total_opp, total_same)], "interval_level": settings.interval_level}
     return table, total_opp, total_same, r_edges
 
 
@@ -173,32 +193,39 @@ def run_figures(res: RunResult, settings: AnalysisSettings, system, fig_dir: Pat
     return paths
 
 
+def _point(row: dict, rate_key: str, count_key: str, ci_key: str) -> dict:
+    return {"t": row["temperature_K"], "k": row.get(rate_key), "n": row.get(count_key, 0), "ci": row.get(ci_key)}
+
+
 def summary_figures(rows: list[dict], arrhenius: dict | None, opp, same, settings, r_edges, fig_dir: Path,
                     metal: str) -> list[Path]:
-    def interface_rate(row, part):
-        return row["interface"][part]["fe_flip_rate_per_fe_per_ps"]
+    def interface_point(row, part):
+        layer = row["interface"][part]
+        return {"t": row["temperature_K"], "k": layer["fe_flip_rate_per_fe_per_ps"], "n": layer["n_flips"],
+                "ci": layer.get("fe_flip_rate_ci")}
 
+    flip = ("fe_flip_rate_per_fe_per_ps", "n_fe_flips", "fe_flip_rate_ci")
     paths = []
     if arrhenius:
-        series = {"fe_flip": [(r["temperature_K"], r["fe_flip_rate_per_fe_per_ps"]) for r in rows if not _is_interface(r)],
-                  "li_hop": [(r["temperature_K"], r["li_hop_rate_per_li_per_ps"]) for r in rows if not _is_interface(r)]}
-        inter = [(r["temperature_K"], interface_rate(r, "interfacial")) for r in rows if r.get("interface")]
+        series = {"fe_flip": [_point(r, *flip) for r in rows if not _is_interface(r)],
+                  "li_hop": [_point(r, "li_hop_rate_per_li_per_ps", "n_li_hops", "li_hop_rate_ci")
+                             for r in rows if not _is_interface(r)]}
+        inter = [interface_point(r, "interfacial") for r in rows if r.get("interface")]
         if inter:
             series["fe_flip_interfacial"] = inter
-        paths.append(plots.arrhenius_plot(series, arrhenius, fig_dir / "arrhenius.png", metal))
+        paths.append(plots.arrhenius_plot(series, arrhenius, fig_dir / "arrhenius.png", metal, settings.min_events))
     if any(r.get("fe_flip_rate_per_fe_per_ps") is not None for r in rows):
-        paths.append(plots.rates_by_order(rows, fig_dir / "flip_rates_by_order.png"))
+        paths.append(plots.rates_by_order(rows, fig_dir / "flip_rates_by_order.png", settings.min_events))
     if opp.sum() + same.sum() > 0:
         paths.append(plots.pair_heatmap(opp, same, settings.pair_dt_bins_ps, r_edges, fig_dir / "flip_pairs.png"))
     inter_rows = [r for r in rows if r.get("interface")]
     if inter_rows:
-        points = {"interfacial layers": [(r["temperature_K"], interface_rate(r, "interfacial")) for r in inter_rows],
-                  "interface bulk layers": [(r["temperature_K"], interface_rate(r, "bulk")) for r in inter_rows]}
+        points = {"interfacial layers": [interface_point(r, "interfacial") for r in inter_rows],
+                  "interface bulk layers": [interface_point(r, "bulk") for r in inter_rows]}
         for r in rows:
             if not _is_interface(r):
-                label = f"bulk {r.get('li_order') or 'unknown'}"
-                points.setdefault(label, []).append((r["temperature_K"], r["fe_flip_rate_per_fe_per_ps"]))
-        paths.append(plots.interface_vs_bulk(points, fig_dir / "interface_vs_bulk.png"))
+                points.setdefault(f"bulk {r.get('li_order') or 'unknown'}", []).append(_point(r, *flip))
+        paths.append(plots.interface_vs_bulk(points, fig_dir / "interface_vs_bulk.png", settings.min_events))
     return paths
 
 
@@ -213,10 +240,10 @@ def write_summary(results: list[RunResult], settings: AnalysisSettings, system, 
     profile_csv = write_profiles(results, out_dir)
     if profile_csv:
         tables.append(profile_csv)
-    arrhenius = arrhenius_section(rows)
+    arrhenius = arrhenius_section(rows, settings.intervals())
     if settings.plots:
         figures = figures + summary_figures(rows, arrhenius, opp, same, settings, r_edges, out_dir / "figures", system.metal)
-    summary = {"runs": rows}
+    summary = {"runs": rows, "flags": statistical_flags(rows, arrhenius, settings)}
     if arrhenius is not None:
         summary["arrhenius"] = arrhenius
     summary.update(flip_pairs=pairs, source=source,

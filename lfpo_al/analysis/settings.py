@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from lfpo_al.analysis.intervals import IntervalSettings
 from lfpo_al.errors import UserError
 
 
@@ -22,7 +23,10 @@ class AnalysisSettings:
     ``pair_cutoff_ang`` are neighbours (``auto``: midway between the first two M-M shells of the
     system's crystal). ``student``: production MD driven by the run's distilled student
     (``runs/<run>/distill/student.pth``) when its gate passed (``auto``), always (``true``: an error
-    without one) or never (``false``); the ensemble scores the deviation either way.
+    without one) or never (``false``); the ensemble scores the deviation either way. Intervals: every
+    rate carries an ``interval_level`` interval (Poisson united with a bootstrap over blocks of
+    ``bootstrap_block_fs``); rates from fewer than ``min_events`` events and Arrhenius fits from fewer than
+    ``min_temperatures`` temperatures are flagged.
     """
 
     run_name: str | None = None
@@ -56,6 +60,11 @@ class AnalysisSettings:
     layer_tolerance_ang: float = 0.75
     trace_metals: int = 4
     sensitivity: bool = True
+    interval_level: float = 0.95
+    bootstrap_block_fs: float = 500.0
+    bootstrap_samples: int = 2000
+    min_events: int = 10
+    min_temperatures: int = 3
     plots: bool = True
 
     def __post_init__(self) -> None:
@@ -110,6 +119,19 @@ class AnalysisSettings:
                             f"analysis.md_steps={self.md_steps}")
         if self.interface_layers < 0 or self.layer_tolerance_ang <= 0:
             raise UserError("analysis.interface_layers must be >= 0 and analysis.layer_tolerance_ang > 0")
+        if not 0 < self.interval_level < 1:
+            raise UserError(f"analysis.interval_level={self.interval_level} must lie in (0, 1), e.g. 0.95")
+        if self.bootstrap_block_fs <= 0 or self.bootstrap_samples < 100:
+            raise UserError(f"analysis.bootstrap_block_fs={self.bootstrap_block_fs} must be positive and "
+                            f"analysis.bootstrap_samples={self.bootstrap_samples} >= 100")
+        if self.min_events < 1 or self.min_temperatures < 2:
+            raise UserError(f"analysis.min_events={self.min_events} must be >= 1 and "
+                            f"analysis.min_temperatures={self.min_temperatures} >= 2")
+
+    def intervals(self) -> IntervalSettings:
+        return IntervalSettings(level=self.interval_level, block_fs=self.bootstrap_block_fs,
+                                samples=self.bootstrap_samples, min_events=self.min_events,
+                                min_temperatures=self.min_temperatures)
 
     def for_system(self, system) -> "AnalysisSettings":
         """These settings with every ``auto`` length expressed from the system's chemistry."""
