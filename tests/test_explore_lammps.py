@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lfpo_al.explore import ase_md, lammps_md, step
+from lfpo_al.errors import UserError
 from lfpo_al.explore.settings import AseMdExplorer, LammpsExplorer
 from lfpo_al.selection.settings import SelectionSettings
 from lfpo_al.selection.step import read_model_devi, select_step
@@ -86,6 +87,11 @@ def test_step_dispatches_the_configured_engine(system, machine, tmp_path, monkey
         step.explore_step(settings, system, None, ["m0.pth", "m1.pth"], tmp_path / settings.engine, machine)
     assert [t.command.split()[-1] for t in dispatched] == ["lfpo_al.explore.ase_md", "lfpo_al.explore.lammps_md"]
     assert dispatched[0].backward_files == dispatched[1].backward_files == step.OUTPUTS
+
+
+def test_lammps_refuses_a_scoring_stride():
+    with pytest.raises(UserError, match="explore.score_every=5: pair_style deepmd scores every recorded frame"):
+        LammpsExplorer(score_every=5)
 
 
 def test_lammps_error_fails_the_task(system, start, tmp_path):

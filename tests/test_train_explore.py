@@ -10,6 +10,7 @@ from deepmd.infer import DeepPot
 from deepmd.infer.model_devi import calc_model_devi
 
 from lfpo_al.structures import BuildSpec
+from lfpo_al.explore.ase_md import fill_unscored
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
 from lfpo_al.train.ensemble import last_training_rmse, train_ensemble
@@ -106,6 +107,31 @@ def test_explore_writes_frames_and_deviation(members, machine, load_system, tmp_
     np.testing.assert_array_equal(frames[-1].arrays["valence"], frames[0].arrays["valence"])  # seeded pattern kept
     assert np.sum(frames[0].arrays["valence"] == 3) == 2
     assert json.loads((tmp_path / "summary.json").read_text())["trajectories"][0]["n_frames"] == 5
+
+
+def test_explore_scores_every_nth_frame_and_bounds_the_rest(members, machine, load_system, tmp_path):
+    """score_every=3 over 5 frames: frames 0, 3 and the last are scored; 1 and 2 take the larger of 0 and 3."""
+    settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "li_order": "random", "seed": 0,
+                               "supercell": [1, 1, 1]}], n_steps=20, record_every=5, score_every=3)
+    explore_step(settings, load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in members], tmp_path, machine)
+    frames = ase.io.read(tmp_path / "traj.000" / "frames.extxyz", index=":")
+    devi = np.loadtxt(tmp_path / "traj.000" / "model_devi.out")
+    np.testing.assert_array_equal(devi[:, 0], [0, 5, 10, 15, 20])
+    models = [DeepPot(str(m.frozen)) for m in members]
+    atype = [load_system("lfpo").type_map.index(s) for s in frames[0].get_chemical_symbols()]
+    for i in (0, 3, 4):
+        rescored = calc_model_devi(frames[i].positions.reshape(1, -1), frames[i].cell.array.reshape(1, 9), atype, models)[0]
+        np.testing.assert_allclose(rescored[1:], devi[i, 1:], rtol=1e-4, atol=1e-5)
+    for i in (1, 2):
+        np.testing.assert_array_equal(devi[i, 1:], np.maximum(devi[0, 1:], devi[3, 1:]))
+
+
+def test_fill_unscored_takes_the_larger_neighbour():
+    rows = [np.array([0, 1.0, 5.0]), None, None, np.array([30, 2.0, 4.0]), None, np.array([50, 0.5, 0.5])]
+    filled = fill_unscored(rows)
+    np.testing.assert_array_equal(filled[:, 0], [0, 10, 20, 30, 40, 50])
+    np.testing.assert_array_equal(filled[1, 1:], [2.0, 5.0])
+    np.testing.assert_array_equal(filled[4, 1:], [2.0, 4.0])
 
 
 def test_explore_stops_on_deviation(members, machine, load_system, tmp_path):

@@ -89,7 +89,7 @@ def production_explore_settings(settings: AnalysisSettings, explore: ExploreSett
         structures=[dict(s) for s in settings.md_structures], n_steps=settings.md_steps,
         timestep_fs=settings.md_timestep_fs, record_every=settings.md_record_every,
         friction_per_fs=explore.friction_per_fs, abort_deviation=settings.md_abort_deviation,
-        min_distance=explore.min_distance, seed=settings.md_seed,
+        min_distance=explore.min_distance, seed=settings.md_seed, score_every=settings.md_score_every,
     )
 
 

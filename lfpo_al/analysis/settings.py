@@ -43,6 +43,7 @@ class AnalysisSettings:
     md_record_every: int = 10
     md_abort_deviation: float = 1.0e6
     md_seed: int = 0
+    md_score_every: int = 1
     student: bool | str = "auto"
     trust_level: float | str = "auto"
     fallback_trust_level: float = 0.3
@@ -117,6 +118,8 @@ class AnalysisSettings:
         if self.md_record_every < 1 or self.md_steps < self.md_record_every:
             raise UserError(f"analysis.md_record_every={self.md_record_every} must be >= 1 and <= "
                             f"analysis.md_steps={self.md_steps}")
+        if self.md_score_every < 1:
+            raise UserError(f"analysis.md_score_every={self.md_score_every} must be >= 1 (recorded frames per ensemble scoring)")
         if self.interface_layers < 0 or self.layer_tolerance_ang <= 0:
             raise UserError("analysis.interface_layers must be >= 0 and analysis.layer_tolerance_ang > 0")
         if not 0 < self.interval_level < 1:

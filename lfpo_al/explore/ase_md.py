@@ -57,11 +57,11 @@ def annotate(frame: Atoms, system: OlivineSystem, task: dict, step: int) -> None
     frame.info.update(family=task["family"], temperature=task["temperature"], step=step)
 
 
-def stop_reason_of(frame: Atoms, row: np.ndarray, task: dict) -> str | None:
-    """Why a trajectory stops at this recorded frame (model_devi row), or None to go on."""
-    step, devi = int(row[0]), row[MAX_DEVI_F]
-    if not np.isfinite(devi) or devi > task["abort_deviation"]:
-        return f"deviation {devi:.2f} > {task['abort_deviation']:.2f} eV/A at step {step}"
+def stop_reason_of(frame: Atoms, row: np.ndarray | None, task: dict) -> str | None:
+    """Why a trajectory stops at this recorded frame (model_devi row; None: not scored), or None to go on."""
+    step = int(frame.info["step"])
+    if row is not None and (not np.isfinite(row[MAX_DEVI_F]) or row[MAX_DEVI_F] > task["abort_deviation"]):
+        return f"deviation {row[MAX_DEVI_F]:.2f} > {task['abort_deviation']:.2f} eV/A at step {step}"
     if (dmin := min_distance(frame)) < task["min_distance"]:
         return f"atoms {dmin:.2f} A apart at step {step}"
     return None
@@ -106,14 +106,19 @@ def run_md(task_dir: Path) -> dict:
     frames, rows, stop_reason = [], [], None
     start = time.perf_counter()
 
+    score_every = int(task.get("score_every", 1))
+
+    def score(frame: Atoms) -> np.ndarray:
+        devi = calc_model_devi(frame.positions.reshape(1, -1), frame.cell.array.reshape(1, 9), atype, members)[0]
+        devi[0] = frame.info["step"]
+        return devi
+
     def record() -> None:
         nonlocal stop_reason
-        step = dyn.nsteps
-        devi = calc_model_devi(atoms.positions.reshape(1, -1), atoms.cell.array.reshape(1, 9), atype, members)[0]
-        devi[0] = step
         frame = atoms.copy()
         frame.calc = None
-        annotate(frame, system, task, step)
+        annotate(frame, system, task, dyn.nsteps)
+        devi = score(frame) if len(frames) % score_every == 0 else None
         frames.append(frame)
         rows.append(devi)
         stop_reason = stop_reason_of(frame, devi, task)
@@ -122,8 +127,25 @@ def run_md(task_dir: Path) -> dict:
     while dyn.nsteps < task["n_steps"] and stop_reason is None:
         dyn.run(task["record_every"])
         record()
-    return write_outputs(task_dir, frames, np.array(rows), DEVI_HEADER, int(dyn.nsteps), stop_reason,
+    if rows[-1] is None:  # the last frame (the MD's current state) is always scored: every frame has one after it
+        rows[-1] = score(frames[-1])
+    return write_outputs(task_dir, frames, fill_unscored(rows), DEVI_HEADER, int(dyn.nsteps), stop_reason,
                          time.perf_counter() - start)
+
+
+def fill_unscored(rows: list[np.ndarray | None]) -> np.ndarray:
+    """Deviation rows with each unscored frame given the element-wise larger row of the scored frames
+    before and after it (its own step kept): a frame is trusted only when both neighbours are."""
+    scored = [i for i, row in enumerate(rows) if row is not None]
+    out = []
+    for i, row in enumerate(rows):
+        if row is None:
+            after = next(j for j in scored if j > i)
+            before = max(j for j in scored if j < i)
+            row = np.maximum(rows[before], rows[after])
+            row[0] = rows[before][0] + (i - before) * (rows[after][0] - rows[before][0]) / (after - before)
+        out.append(row)
+    return np.array(out)
 
 
 def write_outputs(task_dir: Path, frames: list[Atoms], devi_rows: np.ndarray, devi_header: str, n_steps_run: int,

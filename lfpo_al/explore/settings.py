@@ -19,6 +19,9 @@ class ExploreSettings:
     A trajectory stops early when the deviation exceeds ``abort_deviation`` (eV/A) or two atoms come
     closer than ``min_distance`` (A); the reason is recorded. An engine names the module that runs one
     task folder (``python -m <task_module>``: ``task.json`` and ``start.extxyz`` in, the same outputs out).
+    ``score_every``: the ensemble scores every n-th recorded frame (and the last); a frame in between gets
+    the larger deviation of the two scored frames around it. 1 (the loop's) scores every frame; more
+    lets a fast driver (the distilled student) run without waiting on the ensemble.
     """
 
     engine: ClassVar[str] = "ase"
@@ -36,6 +39,7 @@ class ExploreSettings:
     abort_deviation: float = 3.0
     min_distance: float = 0.8
     seed: int = 0
+    score_every: int = 1
 
     @property
     def n_trajectories(self) -> int:
@@ -57,6 +61,8 @@ class ExploreSettings:
             raise UserError(f"explore.record_every={self.record_every} must be >= 1 and <= explore.n_steps={self.n_steps}")
         if not self.structures:
             raise UserError("explore.structures is empty; list at least one build section, e.g. [{x: 0.5, li_order: random}]")
+        if self.score_every < 1:
+            raise UserError(f"explore.score_every={self.score_every} must be >= 1 (recorded frames per ensemble scoring)")
 
 
 @dataclass
@@ -71,3 +77,9 @@ class LammpsExplorer(ExploreSettings):
     engine: ClassVar[str] = "lammps"
     task_module: ClassVar[str] = "lfpo_al.explore.lammps_md"
     takes_driver: ClassVar[bool] = False  # pair_style deepmd drives with the first model of its deviation
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.score_every != 1:
+            raise UserError(f"explore.score_every={self.score_every}: pair_style deepmd scores every recorded frame; "
+                            "use explore=ase_md or score_every=1")

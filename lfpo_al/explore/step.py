@@ -68,7 +68,7 @@ def explore_step(
                     "seed": settings.seed + 1000 * iteration + index,
                     **{k: getattr(settings, k) for k in (
                         "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
-                        "abort_deviation", "min_distance")},
+                        "abort_deviation", "min_distance", "score_every")},
                 }
                 atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
                 tasks.append(TaskSpec(
