@@ -2,13 +2,16 @@
 
     python scripts/bench_production.py --model runs/demo/final/model.000.pth \
         --student runs/demo/distill/student/model.pth --compressed runs/demo/distill/student.pth \
-        [--steps 200] [--batch 1 4 16] [--device cpu]
+        [--ensemble runs/demo/final/model.*.pth] [--steps 200] [--batch 1 4 16]
 
 On the demo's held-out Li0.5FePO4 cell (52 atoms, 600 K Langevin, one thread), per model:
 - ``md``: atom-steps/s of ASE Langevin MD (what ``analyze`` runs), after 10 warm-up steps;
 - ``eval``: atom-evals/s of a bare single-frame ``DeepPot.eval`` on the same frame;
 - ``batch k``: atom-evals/s of one ``DeepPot.eval`` over k replicas (k frames in one call: what a batched
   replica engine buys per model call).
+With ``--ensemble``: the cost of scoring one recorded frame with every member (``calc_model_devi``),
+and what ``analyze`` then runs at, per driver, for ``analysis.md_score_every`` 1 and 5 (record every
+10 steps): 1 / (1 / MD rate + scoring time / (10 x score_every)).
 Ratios printed last: each model's MD over the DPA-2's, the best batch over one frame, and the loop
 overhead (bare evaluation rate over MD rate; 1.00 = no overhead).
 """
@@ -63,11 +66,28 @@ def eval_rate(model: Path, atoms, n_frames: int, repeats: int) -> float:
     return len(atoms) * n_frames * repeats / (time.perf_counter() - start)
 
 
+def scoring_seconds(members: list[Path], atoms, repeats: int) -> float:
+    """Seconds to score one frame with every member, as the explorer does."""
+    from deepmd.infer import DeepPot
+    from deepmd.infer.model_devi import calc_model_devi
+
+    models = [DeepPot(str(m)) for m in members]
+    types = models[0].get_type_map()
+    atype = np.array([types.index(s) for s in atoms.get_chemical_symbols()])
+    coords, cell_ = atoms.positions.reshape(1, -1), atoms.cell.array.reshape(1, 9)
+    calc_model_devi(coords, cell_, atype, models)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        calc_model_devi(coords, cell_, atype, models)
+    return (time.perf_counter() - start) / repeats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="the fine-tuned DPA-2 (frozen .pth)")
     parser.add_argument("--student", type=Path, default=None, help="the student, frozen")
     parser.add_argument("--compressed", type=Path, default=None, help="the student after dp compress")
+    parser.add_argument("--ensemble", type=Path, nargs="*", default=[], help="members that score the deviation")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16])
@@ -94,6 +114,9 @@ def main() -> None:
         rows[name] = row
         print(f"{name:10s} " + "  ".join(f"{key} {value:9.0f}" for key, value in row.items()) + "  atom-steps(evals)/s",
               flush=True)
+    score_s = scoring_seconds(args.ensemble, atoms, max(2, args.repeats // 4)) if args.ensemble else None
+    if score_s is not None:
+        print(f"scoring one frame with {len(args.ensemble)} members: {score_s * 1000:.1f} ms", flush=True)
     print(f"\n{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}, "
           f"{args.threads} thread(s), {len(atoms)} atoms, {args.steps} MD steps, {datetime.date.today()}")
     base = rows["dpa2"]["md"]
@@ -101,6 +124,11 @@ def main() -> None:
         best = max(args.batch, key=lambda k: row[f"batch {k}"])
         print(f"{name:10s} MD speed vs DPA-2 {row['md'] / base:6.2f}x   batch {best} vs 1 frame "
               f"{row[f'batch {best}'] / row['batch 1']:5.2f}x   loop overhead (eval/MD) {row['batch 1'] / row['md']:5.2f}")
+    if score_s is not None:
+        for name, row in rows.items():
+            rates = {every: 1 / (len(atoms) / row["md"] + score_s / (10 * every)) * len(atoms) for every in (1, 5)}
+            print(f"{name:10s} analyze (ensemble scoring, record every 10): " + "   ".join(
+                f"score_every {every}: {rate:7.0f} atom-steps/s ({rate / base:5.2f}x DPA-2 alone)" for every, rate in rates.items()))
 
 
 if __name__ == "__main__":

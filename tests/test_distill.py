@@ -1,6 +1,7 @@
 """Distillation: the gate's checks on known metrics, and one real tiny distil-compress-gate run."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,15 @@ def test_settings_refuse_a_student_compress_cannot_tabulate():
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("tiny_members")
+def test_student_input_names_its_data_by_absolute_path(tmp_path, monkeypatch):
+    from lfpo_al.distill.step import student_input
+
+    monkeypatch.chdir(tmp_path)
+    settings = DistillSettings(descriptor={"type": "se_e2_a", "sel": "auto", "rcut": 6.0}, fitting_net={"neuron": [8]})
+    systems = student_input(settings, ["Li", "Fe", "P", "O"], [Path("runs/x/distill/data/train/LiFePO4")])
+    assert systems["training"]["training_data"]["systems"] == [str(tmp_path / "runs/x/distill/data/train/LiFePO4")]
+
+
 def test_distill_tiny_real_run(tmp_path, tiny_members, machine):
     """Teacher: a tiny fine-tuned member. MD, batched labels, dp train + freeze + compress, dynamics against
     the teacher, the report; a rerun trains nothing; the student then drives MD that the ensemble scores."""

@@ -54,7 +54,8 @@ class DistillLayout:
 
 
 def student_input(settings: DistillSettings, type_map: list[str], systems: list[Path]) -> dict:
-    """A from-scratch deepmd input for the student (energies and forces; the teacher's MD is NVT)."""
+    """A from-scratch deepmd input for the student (energies and forces; the teacher's MD is NVT); data paths
+    absolute, as the task runs in the dispatcher's own folder."""
     steps = settings.numb_steps
     return {
         "model": {"type_map": list(type_map), "descriptor": dict(settings.descriptor),
@@ -64,7 +65,7 @@ def student_input(settings: DistillSettings, type_map: list[str], systems: list[
         "loss": {"type": "ener", "start_pref_e": settings.start_pref_e, "limit_pref_e": settings.limit_pref_e,
                  "start_pref_f": settings.start_pref_f, "limit_pref_f": settings.limit_pref_f,
                  "start_pref_v": 0.0, "limit_pref_v": 0.0},
-        "training": {"training_data": {"systems": [str(p) for p in systems], "batch_size": settings.batch_size},
+        "training": {"training_data": {"systems": [str(Path(p).resolve()) for p in systems], "batch_size": settings.batch_size},
                      "numb_steps": steps, "seed": settings.seed, "disp_file": "lcurve.out",
                      "disp_freq": max(1, steps // 50), "save_freq": steps},
     }
