@@ -10,6 +10,7 @@ from deepmd.infer import DeepPot
 from deepmd.infer.model_devi import calc_model_devi
 
 from lfpo_al.structures import BuildSpec
+from lfpo_al.errors import UserError
 from lfpo_al.explore.ase_md import fill_unscored
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
@@ -124,6 +125,19 @@ def test_explore_scores_every_nth_frame_and_bounds_the_rest(members, machine, lo
         np.testing.assert_allclose(rescored[1:], devi[i, 1:], rtol=1e-4, atol=1e-5)
     for i in (1, 2):
         np.testing.assert_array_equal(devi[i, 1:], np.maximum(devi[0, 1:], devi[3, 1:]))
+
+
+def test_finished_md_of_other_settings_is_refused_before_any_work(machine, load_system, tmp_path):
+    settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "li_order": "random", "seed": 0,
+                               "supercell": [1, 1, 1], "temperatures": [500.0, 700.0]}], n_steps=20, record_every=5)
+    assert settings.n_trajectories == 2
+    done = tmp_path / "traj.001"
+    done.mkdir()
+    (done / "result.json").write_text("{}")
+    (done / "task.json").write_text(json.dumps({"temperature": 700.0, "n_steps": 100, "record_every": 5}))
+    with pytest.raises(UserError, match=r"holds finished MD of other settings: traj.001 \(n_steps\)"):
+        explore_step(settings, load_system("lfpo"), None, [tmp_path / "m.pth"], tmp_path, machine)
+    assert not (tmp_path / ".dispatch").exists()
 
 
 def test_fill_unscored_takes_the_larger_neighbour():

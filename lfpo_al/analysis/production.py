@@ -100,8 +100,8 @@ def run_production(settings: AnalysisSettings, explore: ExploreSettings, system,
     from lfpo_al.explore.step import explore_step
 
     md = production_explore_settings(settings, explore)
-    log.info("production MD: %d structures x %d temperatures, %d steps each, %d model(s)",
-             len(md.structures), len(md.temperatures), md.n_steps, len(models))
+    log.info("production MD: %d trajectories of %d structures, %d steps each, %d model(s)",
+             md.n_trajectories, len(md.structures), md.n_steps, len(models))
     summary = explore_step(md, system, build_defaults, models, Path(work_dir), machine, driver=driver)
     sources = []
     for entry in summary["trajectories"]:

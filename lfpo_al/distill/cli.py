@@ -124,5 +124,5 @@ def print_report(report: dict, layout: DistillLayout) -> None:
         print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['check']}: {c['value']} (limit {c['limit']})"
               + (f" [{c['note']}]" if c.get("note") else ""))
     verdict = ("passed: `analyze` drives production MD with it" if report["passed"] else
-               "FAILED its gate: `analyze` keeps the fine-tuned model (see the checks above)")
+               "FAILED: `analyze` keeps the fine-tuned model (see the checks above)")
     print(f"gate {verdict}; report {layout.report}, figure {layout.root / 'dynamics.png'}")

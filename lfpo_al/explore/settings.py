@@ -15,7 +15,8 @@ ENSEMBLES = ("nvt", "npt")
 class ExploreSettings:
     """MD over a matrix of builder structures x temperatures.
 
-    ``structures`` are ``build`` sections (x, li_order, seed, supercell, ...), one per family.
+    ``structures`` are ``build`` sections (x, li_order, seed, supercell, ...), one per family; a section
+    may carry its own ``temperatures`` (K) instead of ``temperatures``.
     A trajectory stops early when the deviation exceeds ``abort_deviation`` (eV/A) or two atoms come
     closer than ``min_distance`` (A); the reason is recorded. An engine names the module that runs one
     task folder (``python -m <task_module>``: ``task.json`` and ``start.extxyz`` in, the same outputs out).
@@ -41,10 +42,14 @@ class ExploreSettings:
     seed: int = 0
     score_every: int = 1
 
+    def temperatures_of(self, structure: dict) -> list[float]:
+        """The temperatures one structure runs at: its own ``temperatures``, else the matrix's."""
+        return [float(t) for t in (structure.get("temperatures") or self.temperatures)]
+
     @property
     def n_trajectories(self) -> int:
         """MD tasks of one explore step: one per structure and temperature."""
-        return len(self.structures) * len(self.temperatures)
+        return sum(len(self.temperatures_of(s)) for s in self.structures)
 
     @property
     def frames_per_trajectory(self) -> int:
@@ -61,6 +66,10 @@ class ExploreSettings:
             raise UserError(f"explore.record_every={self.record_every} must be >= 1 and <= explore.n_steps={self.n_steps}")
         if not self.structures:
             raise UserError("explore.structures is empty; list at least one build section, e.g. [{x: 0.5, li_order: random}]")
+        for i, structure in enumerate(self.structures):
+            own = structure.get("temperatures")
+            if own is not None and (not isinstance(own, (list, tuple)) or not own or min(own) <= 0):
+                raise UserError(f"explore.structures[{i}].temperatures={own} must be a non-empty list of positive kelvin")
         if self.score_every < 1:
             raise UserError(f"explore.score_every={self.score_every} must be >= 1 (recorded frames per ensemble scoring)")
 

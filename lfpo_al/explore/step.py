@@ -28,6 +28,20 @@ def family_name(spec: BuildSpec) -> str:
     return name + "-" + "x".join(map(str, spec.supercell))
 
 
+RESUME_KEYS = ("family", "temperature", "seed", "driver", "models", "n_steps", "timestep_fs", "record_every",
+               "score_every")  # what makes a finished trajectory the one asked for
+
+
+def changed_keys(task_dir: Path, task: dict) -> list[str]:
+    """Keys of ``RESUME_KEYS`` where the finished task in ``task_dir`` differs from ``task`` (keys an
+    older task.json lacks are not compared)."""
+    try:
+        done = json.loads((task_dir / "task.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [k for k in RESUME_KEYS if k in done and done[k] != task[k]]
+
+
 def explore_step(
     settings: ExploreSettings,
     system: OlivineSystem,
@@ -47,29 +61,32 @@ def explore_step(
                         "(the distilled student); use explore=ase_md or analysis.student=false")
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    entries, tasks = [], []
+    entries, tasks, stale = [], [], []
     specs = build_specs(settings.structures, build_defaults)
     index = 0
-    for spec in specs:
+    for spec, section in zip(specs, settings.structures):
         family = family_name(spec)
         start = build_structure(system, spec)
-        for temperature in settings.temperatures:
+        for temperature in settings.temperatures_of(section):
             task_dir = work_dir / f"traj.{index:03d}"
             entries.append({"dir": task_dir.name, "family": family, "temperature": float(temperature)})
-            if not (task_dir / "result.json").is_file():
+            task = {
+                "models": [str(Path(m).resolve()) for m in models],
+                "driver": None if driver is None else str(Path(driver).resolve()),
+                "system": dataclasses.asdict(system),
+                "family": family,
+                "temperature": float(temperature),
+                "seed": settings.seed + 1000 * iteration + index,
+                **{k: getattr(settings, k) for k in (
+                    "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
+                    "abort_deviation", "min_distance", "score_every")},
+            }
+            if (task_dir / "result.json").is_file():
+                if differs := changed_keys(task_dir, task):
+                    stale.append(f"{task_dir.name} ({', '.join(differs)})")
+            else:
                 task_dir.mkdir(exist_ok=True)
                 write_structure(start, task_dir / "start.extxyz")
-                task = {
-                    "models": [str(Path(m).resolve()) for m in models],
-                    "driver": None if driver is None else str(Path(driver).resolve()),
-                    "system": dataclasses.asdict(system),
-                    "family": family,
-                    "temperature": float(temperature),
-                    "seed": settings.seed + 1000 * iteration + index,
-                    **{k: getattr(settings, k) for k in (
-                        "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
-                        "abort_deviation", "min_distance", "score_every")},
-                }
                 atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
                 tasks.append(TaskSpec(
                     task_dir=task_dir.name,
@@ -79,6 +96,9 @@ def explore_step(
                     cost=len(start),  # the same steps for every trajectory: time goes with the atoms
                 ))
             index += 1
+    if stale:
+        raise UserError(f"{work_dir} holds finished MD of other settings: {'; '.join(stale[:3])}"
+                        f"{' ...' if len(stale) > 3 else ''}; use a new output folder or remove those")
     if tasks:
         log.info("exploring %d trajectories (%d steps each) in %s", len(tasks), settings.n_steps, work_dir)
         run_tasks(machine, work_dir, tasks)

@@ -87,7 +87,7 @@ class Plan:
     cost_model: str
     train_steps: int
     md_structures: list[tuple[str, int]]
-    temperatures: list[float]
+    temperatures: list[list[float]]  # per MD structure
     md_steps: int
     frames_per_task: int
     setup: list[Stage]
@@ -247,20 +247,21 @@ def make_plan(cfg: DictConfig) -> Plan:
                     for i in range(model.n_members))
     member0_note = f" (member 0: {model.steps_for(0)})" if model.steps_for(0) != model.numb_steps else ""
     size, size_note = pretrained_size(model.pretrained)
-    temperatures = list(explore.temperatures)
+    temperatures = [explore.temperatures_of(s) for s in explore.structures]  # per structure
     n_md = explore.n_trajectories
     frames_per_task = explore.frames_per_trajectory
-    md_s = (sum(md_atoms) * len(temperatures) * explore.n_steps * model_cost.md_core_s_per_atom_step
-            + MD_TASK_STARTUP_S * n_md)
+    md_atom_runs = sum(n * len(temps) for n, temps in zip(md_atoms, temperatures))
+    md_s = md_atom_runs * explore.n_steps * model_cost.md_core_s_per_atom_step + MD_TASK_STARTUP_S * n_md
+    n_temperatures = len({t for temps in temperatures for t in temps})
     iteration = [
         Stage("train members", model.n_members,
               f"{model.numb_steps} steps each{member0_note}, ~{per_batch} atoms per batch (batch_size {model.batch_size})",
               members_s, model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
               run_tasks_jobs(comp.machine, model.n_members)),
         Stage("MD tasks", n_md,
-              f"{plural(len(md), 'structure')} x {plural(len(temperatures), 'temperature')} x {explore.n_steps} steps, "
+              f"{plural(len(md), 'structure')} x {plural(n_temperatures, 'temperature')} x {explore.n_steps} steps, "
               f"{frames_per_task} frames recorded each",
-              md_s, MD_BYTES_PER_ATOM_FRAME * frames_per_task * sum(md_atoms) * len(temperatures),
+              md_s, MD_BYTES_PER_ATOM_FRAME * frames_per_task * md_atom_runs,
               run_tasks_jobs(comp.machine, n_md)),
         label_stage("label selected",
                     f"selection.max_selected={max_selected}, loop.label_budget={budget}, ~{mean_md_atoms} atoms each",

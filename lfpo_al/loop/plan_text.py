@@ -54,10 +54,11 @@ def plan_text(plan: Plan) -> str:
         f"{md.tasks} MD tasks x {plan.md_steps} steps, {n_labels} label tasks "
         f"({plan.setup[0].tasks} initial + {plan.setup[1].tasks} test + <={selected.tasks} selected).",
         "",
-        f"MD tasks (explore.structures x explore.temperatures = {len(plan.md_structures)} x {len(plan.temperatures)}):",
+        f"MD tasks (explore.structures x their temperatures = {md.tasks}):",
         *table(["structure", "atoms", "temperatures (K)", "steps", "frames recorded"],
-               [[name, str(n), ", ".join(f"{t:g}" for t in plan.temperatures), str(plan.md_steps),
-                 str(plan.frames_per_task)] for name, n in plan.md_structures], right={1, 3, 4}),
+               [[name, str(n), ", ".join(f"{t:g}" for t in temps), str(plan.md_steps),
+                 str(plan.frames_per_task)] for (name, n), temps in zip(plan.md_structures, plan.temperatures)],
+               right={1, 3, 4}),
         "",
     ]
     header = ["stage", "tasks", "jobs", "core-h", "wall", "disk", "what"]

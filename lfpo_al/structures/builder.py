@@ -62,14 +62,18 @@ def build_section(section: str):
         raise UserError(re.sub(r"\bbuild\.", f"{section}.", str(exc))) from None
 
 
+MD_KEYS = ("temperatures",)  # what an MD matrix may add to a build section: its own temperatures
+
+
 def build_specs(structures: list[dict], defaults: BuildSpec | None = None, section: str = "build") -> list[BuildSpec]:
     """One BuildSpec per ``build``-style section, filled in from ``defaults`` (the config's ``build``);
-    errors name ``section[i]``."""
+    errors name ``section[i]``; ``MD_KEYS`` are left to the MD that reads them."""
     base = {k: v for k, v in asdict(defaults or BuildSpec()).items() if k != "output"}
     specs = []
     for i, spec in enumerate(structures):
         with build_section(section if section == "build" else f"{section}[{i}]"):
-            specs.append(make_settings(BuildSpec, {**base, **spec}, "build"))
+            build_keys = {k: v for k, v in spec.items() if k not in MD_KEYS}
+            specs.append(make_settings(BuildSpec, {**base, **build_keys}, "build"))
     return specs
 
 
