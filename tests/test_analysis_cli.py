@@ -187,6 +187,19 @@ def test_production_matrix_uses_the_explorer_and_the_calibrated_trust(monkeypatc
     assert "arrhenius" in summary and summary["runs"][0]["trajectory"].endswith("500K")
 
 
+def test_production_cpu_matrix_gives_structures_their_own_temperatures(load_system):
+    from lfpo_al.analysis.production import production_explore_settings
+    from lfpo_al.config import instantiate_group
+
+    cfg = compose_config(["analysis=production_cpu"])
+    settings, explore = instantiate_group(cfg, "analysis"), instantiate_group(cfg, "explore")
+    md = production_explore_settings(settings, explore)
+    temps = [md.temperatures_of(s) for s in md.structures]
+    assert temps[0] == temps[1] == [500, 650, 800, 1000] and all(t == [650, 800] for t in temps[2:])
+    assert md.n_trajectories == 16 and md.score_every == 5 and md.n_steps == 8000
+    assert settings.output_dir.endswith("/analysis_production_cpu")
+
+
 def test_cli_entry_point(trajectories, tmp_path):
     res = run_cli("analyze", "tracking=disabled", f"analysis.trajectories=[{trajectories[0][0]}]",
                   f"analysis.output_dir={tmp_path}")
