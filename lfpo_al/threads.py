@@ -39,7 +39,7 @@ def use_in_this_process(threads: int | None) -> None:
     env = thread_env(threads)
     for key, value in env.items():
         if os.environ.get(key) not in (None, value):
-            log.info("%s=%s from machine.threads_per_process replaces %s=%s of the environment",
+            log.debug("%s=%s from machine.threads_per_process replaces %s=%s of the environment",
                      key, value, key, os.environ[key])
         os.environ[key] = value
     if env and "torch" in sys.modules:
