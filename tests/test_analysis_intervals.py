@@ -41,12 +41,12 @@ def test_bootstrap_sees_bursts_that_poisson_does_not():
 def test_few_events_are_flagged_and_no_events_give_an_upper_bound():
     counted = np.ones(2000, dtype=bool)
     interval = rate_interval(np.array([10, 900, 1500]), counted, 4, 10.0, BOUNDS)
-    flag = count_flag("Fe flips", 3, interval, "/Fe/ps", BOUNDS)
+    flag = count_flag("Fe flips", 3, interval["ci"], "/Fe/ps", BOUNDS)
     assert "3 events (< 10)" in flag and f"{interval['ci'][1]:.3g}" in flag
     none = rate_interval(np.array([], dtype=int), counted, 4, 10.0, BOUNDS)
     assert none["ci"][0] == 0 and none["ci"][1] == pytest.approx(3.6889 / (4 * 20.0), rel=1e-3)
-    assert "no events, rate < " in count_flag("Li hops", 0, none, "/Li/ps", BOUNDS)
-    assert count_flag("Fe flips", 10, interval, "/Fe/ps", BOUNDS) is None
+    assert "no events, rate < " in count_flag("Li hops", 0, none["ci"], "/Li/ps", BOUNDS)
+    assert count_flag("Fe flips", 10, interval["ci"], "/Fe/ps", BOUNDS) is None
     assert rate_interval(np.array([]), np.zeros(10, dtype=bool), 4, 10.0, BOUNDS) is None
 
 

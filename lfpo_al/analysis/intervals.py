@@ -34,6 +34,11 @@ def poisson_interval(n_events: int, exposure: float, level: float = 0.95) -> tup
     return float(lo / exposure), float(hi / exposure)
 
 
+def poisson_ci(n_events: int, exposure: float, level: float = 0.95) -> list[float] | None:
+    """The rounded Poisson interval as reported, or None without exposure."""
+    return [_round(v) for v in poisson_interval(n_events, exposure, level)] if exposure > 0 else None
+
+
 def block_bootstrap_interval(event_frames: np.ndarray, counted_intervals: np.ndarray, n_atoms: int,
                              frame_interval_fs: float, settings: IntervalSettings) -> tuple[float, float] | None:
     """Percentile interval of the rate over non-overlapping blocks of ``settings.block_fs`` resampled
@@ -67,15 +72,15 @@ def rate_interval(event_frames: np.ndarray, counted_intervals: np.ndarray, n_ato
             "bootstrap": None if boot is None else [_round(v) for v in boot]}
 
 
-def count_flag(what: str, n_events: int, interval: dict | None, unit: str, settings: IntervalSettings) -> str | None:
-    """A flag for a rate from fewer than ``min_events`` events (an upper bound when there are none)."""
-    if n_events >= settings.min_events or interval is None:
+def count_flag(what: str, n_events: int, ci: list[float] | None, unit: str, settings: IntervalSettings) -> str | None:
+    """A flag for a rate from fewer than ``min_events`` events, ``ci`` its [lo, hi] (an upper bound when
+    there are none)."""
+    if n_events >= settings.min_events or ci is None:
         return None
     pct = f"{settings.level:.0%}"
     if n_events == 0:
-        return f"{what}: no events, rate < {interval['ci'][1]:.3g} {unit} ({pct} upper bound)"
-    return f"{what}: {n_events} events (< {settings.min_events}), rate known only to [{interval['ci'][0]:.3g}, " \
-           f"{interval['ci'][1]:.3g}] {unit}"
+        return f"{what}: no events, rate < {ci[1]:.3g} {unit} ({pct} upper bound)"
+    return f"{what}: {n_events} events (< {settings.min_events}), rate known only to [{ci[0]:.3g}, {ci[1]:.3g}] {unit}"
 
 
 def fit_intervals(fit: dict, settings: IntervalSettings) -> dict:
@@ -94,8 +99,7 @@ def fit_intervals(fit: dict, settings: IntervalSettings) -> dict:
     return {**fit,
             "ea_ci_ev": [_round(ea - z * ea_err), _round(ea + z * ea_err)],
             "nu0_ci_per_ps": [_round(fit["nu0_per_ps"] * np.exp(-z * ln_err)), _round(fit["nu0_per_ps"] * np.exp(z * ln_err))],
-            "rates_ci_per_ps": [[_round(v) for v in poisson_interval(n, e, settings.level)]
-                                for n, e in zip(fit["n_events"], exposures)],
+            "rates_ci_per_ps": [poisson_ci(n, e, settings.level) for n, e in zip(fit["n_events"], exposures)],
             "interval_level": settings.level, "flags": flags}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lfpo_al.analysis import correlations, profiles, rates
-from lfpo_al.analysis.intervals import count_flag, poisson_interval, rate_interval
+from lfpo_al.analysis.intervals import count_flag, poisson_ci, rate_interval
 from lfpo_al.analysis.events import Events, FlipParams, detect_flips, frames_for, histogram_valley, running_mean, site_hops
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.sites import li_site_keys, li_site_lattice
@@ -144,14 +144,15 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
     bounds = settings.intervals()
     flip_ci = rate_interval(flips.frame[flips_counted], intervals, len(metal), dt, bounds) if len(metal) else None
     hop_ci = rate_interval(hops.frame[hops_counted], intervals, len(li), dt, bounds) if len(li) else None
-    flags = [f for f in (count_flag(f"{system.metal} flips", n_flips, flip_ci, f"/{system.metal}/ps", bounds),
-                         count_flag("Li hops", n_hops, hop_ci, "/Li/ps", bounds)) if f]
+    flip_bounds, hop_bounds = (None if c is None else c["ci"] for c in (flip_ci, hop_ci))
+    flags = [f for f in (count_flag(f"{system.metal} flips", n_flips, flip_bounds, f"/{system.metal}/ps", bounds),
+                         count_flag("Li hops", n_hops, hop_bounds, "/Li/ps", bounds)) if f]
     row.update(
         n_fe_flips=n_flips, n_li_hops=n_hops,
         fe_flip_rate_per_fe_per_ps=rates.rate(n_flips, len(metal), counted_ps),
-        fe_flip_rate_ci=None if flip_ci is None else flip_ci["ci"], fe_flip_rate_intervals=flip_ci,
+        fe_flip_rate_ci=flip_bounds, fe_flip_rate_intervals=flip_ci,
         li_hop_rate_per_li_per_ps=rates.rate(n_hops, len(li), counted_ps),
-        li_hop_rate_ci=None if hop_ci is None else hop_ci["ci"], li_hop_rate_intervals=hop_ci,
+        li_hop_rate_ci=hop_bounds, li_hop_rate_intervals=hop_ci,
         interval_level=bounds.level, flags=flags,
         trusted_fraction=None if mask is None else round(float(mask.mean()), 6),
         untrusted_segments_ps=rates.untrusted_segments(mask, dt),
@@ -174,11 +175,9 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
         row["interface"] = {k: result.profile[k] for k in ("interfacial", "bulk")} | {"axis": "abc"[axis]}
         for part in ("interfacial", "bulk"):
             layer = row["interface"][part]
-            exposure = layer["n_m"] * counted_ps
-            layer["fe_flip_rate_ci"] = [round(v, 6) for v in poisson_interval(layer["n_flips"], exposure, bounds.level)] \
-                if exposure > 0 else None
-            flag = count_flag(f"{system.metal} flips in the {part} layers", layer["n_flips"],
-                              {"ci": layer["fe_flip_rate_ci"]} if exposure > 0 else None, f"/{system.metal}/ps", bounds)
+            layer["fe_flip_rate_ci"] = poisson_ci(layer["n_flips"], layer["n_m"] * counted_ps, bounds.level)
+            flag = count_flag(f"{system.metal} flips in the {part} layers", layer["n_flips"], layer["fe_flip_rate_ci"],
+                              f"/{system.metal}/ps", bounds)
             if flag:
                 row["flags"].append(flag)
     if keep_arrays:

@@ -9,6 +9,7 @@ Run inside a task folder (``python -m lfpo_al.explore.ase_md``): reads ``task.js
 
 from __future__ import annotations
 
+from bisect import bisect_left
 import json
 import sys
 import time
@@ -140,8 +141,8 @@ def fill_unscored(rows: list[np.ndarray | None]) -> np.ndarray:
     out = []
     for i, row in enumerate(rows):
         if row is None:
-            after = next(j for j in scored if j > i)
-            before = max(j for j in scored if j < i)
+            k = bisect_left(scored, i)  # frames 0 and last are scored: i lies between two
+            before, after = scored[k - 1], scored[k]
             row = np.maximum(rows[before], rows[after])
             row[0] = rows[before][0] + (i - before) * (rows[after][0] - rows[before][0]) / (after - before)
         out.append(row)
