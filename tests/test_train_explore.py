@@ -62,6 +62,13 @@ def test_which_members_reinitialise_their_fitting_net():
     assert not any(ModelSettings(diversify="keep_fitting").reinitialises_fitting(i) for i in range(3))
 
 
+def test_member_zero_trains_on_every_label():
+    """Bootstrap subsets diversify the deviation members; member 0, the model that is used, keeps all data."""
+    settings = ModelSettings(n_members=3, bootstrap_fraction=0.75)
+    assert [settings.bootstraps(i) for i in range(3)] == [False, True, True]
+    assert not any(ModelSettings(bootstrap_fraction=1.0).bootstraps(i) for i in range(3))
+
+
 def test_member_zero_may_train_longer_than_the_deviation_members(tmp_path):
     """Member 0's input asks for member0_numb_steps, the others for numb_steps (nothing trained here)."""
     from lfpo_al.errors import UserError
@@ -80,6 +87,9 @@ def test_member_zero_may_train_longer_than_the_deviation_members(tmp_path):
 
 
 def test_training_skips_finished_members(members, tiny_data, machine, load_system):
+    # the shared ensemble trains with bootstrap_fraction 0.75: only the deviation member drew a subset
+    trained_on = [json.loads((m.dir / "input.json").read_text())["training"]["training_data"]["systems"] for m in members]
+    assert trained_on[0] == [str(p.resolve()) for p in tiny_data] and "bootstrap" in trained_on[1][0]
     before = [m.frozen.stat().st_mtime_ns for m in members]
     settings = ModelSettings(n_members=2, numb_steps=4)
     again = train_ensemble(settings, load_system("lfpo").type_map, tiny_data, members[0].dir.parent, machine,

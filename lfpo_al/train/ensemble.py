@@ -3,8 +3,8 @@
 Each member is one dpdispatcher task folder ``member.%03d`` running ``dp --pt train --finetune`` and
 ``dp --pt freeze`` in one process (``lfpo_al.train.member_task``). Members that keep the pretrained
 fitting net and differ only in seed barely disagree, so by default every member but member 0
-re-initialises its fitting net with its own seed (``--model-branch RANDOM``) and each member may see
-its own bootstrap subset of the frames. Each
+re-initialises its fitting net with its own seed (``--model-branch RANDOM``) and each deviation member
+may see its own bootstrap subset of the frames; member 0, the model that is used, trains on all of them. Each
 iteration fine-tunes afresh from the pretrained model, or, with ``from_pretrained_each_iteration``
 off, continues from the same member's previous checkpoint.
 """
@@ -134,7 +134,7 @@ def train_ensemble(
         seed = settings.seed * 1000 + i
         rng = np.random.default_rng(seed)
         member_systems = systems
-        if settings.bootstrap_fraction < 1.0:
+        if settings.bootstraps(i):
             member_systems = bootstrap_subset(systems, settings.bootstrap_fraction, rng, member.dir / "bootstrap")
         steps = settings.steps_for(i)
         member_input = training_input(settings, type_map, member_systems, seed, steps)

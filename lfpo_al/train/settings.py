@@ -22,7 +22,8 @@ class ModelSettings:
     the pretrained one knew (demo test set, phase-1 starter: force RMSE 0.47 kept vs 0.53 eV/A
     re-initialised, energy 21 vs 30 meV/atom, 200 steps on the same 12 frames), while the others still
     make the ensemble disagree; ``keep_fitting`` keeps it for all. ``bootstrap_fraction`` < 1 trains each
-    member on its own random subset of the frames.
+    deviation member on its own random subset of the frames; member 0 always sees every label (a subset
+    only costs the used model data, and the deviation comes from the others' differences).
     ``from_pretrained_each_iteration``: every iteration fine-tunes afresh from the pretrained model on
     all frames so far (default). Continuing from the previous iteration's members on a few hundred
     frames drifts away from what the pretrained model knew (demo: test force RMSE 0.53 -> 0.60 eV/A and
@@ -66,6 +67,10 @@ class ModelSettings:
     def steps_for(self, member: int) -> int:
         """Training steps of ``member``: member 0 may train longer (``member0_numb_steps``)."""
         return self.member0_numb_steps if member == 0 and self.member0_numb_steps else self.numb_steps
+
+    def bootstraps(self, member: int) -> bool:
+        """Whether ``member`` trains on a bootstrap subset: deviation members only, never member 0."""
+        return member > 0 and self.bootstrap_fraction < 1.0
 
     def reinitialises_fitting(self, member: int) -> bool:
         """Whether ``member`` starts from a fresh fitting net rather than the pretrained one."""
