@@ -106,3 +106,13 @@ def test_wall_time_spreads_tasks_over_parallel_jobs():
 def test_negative_teacher_cost_is_rejected():
     with pytest.raises(UserError, match="label.core_seconds_per_atom"):
         instantiate_group(compose_config(["label.core_seconds_per_atom=-1"]), "label")
+
+
+def test_member_zero_steps_that_grow_with_the_data_are_planned_at_their_mean(tmp_path):
+    """12 initial frames, then 5 labels (the budget) after iteration 0: member 0 at 10 steps per frame trains
+    120, 170, 170 steps over 3 iterations; the deviation members 50 each."""
+    plan = make_plan(compose_config(HAND + ["model.member0_steps_per_frame=10", "loop.max_iters=3", f"runs_dir={tmp_path}"]))
+    steps = (120 + 170 + 170) / 3 + 2 * 50
+    assert plan.stage("train members").core_s == pytest.approx(
+        steps * 52 * STARTER_COST.train_core_s_per_batch_atom + 3 * TRAIN_TASK_STARTUP_S)
+    assert "member 0: 120, up to 170 on the last iteration's 17 frames" in plan_text(plan)

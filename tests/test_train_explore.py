@@ -14,7 +14,7 @@ from lfpo_al.errors import UserError
 from lfpo_al.explore.ase_md import fill_unscored
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
-from lfpo_al.train.ensemble import last_training_rmse, train_ensemble
+from lfpo_al.train.ensemble import count_frames, last_training_rmse, train_ensemble
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.train.settings import ModelSettings
 
@@ -69,6 +69,15 @@ def test_member_zero_trains_on_every_label():
     assert not any(ModelSettings(bootstrap_fraction=1.0).bootstraps(i) for i in range(3))
 
 
+def test_member_zero_steps_may_grow_with_its_data():
+    settings = ModelSettings(numb_steps=20, member0_numb_steps=100, member0_steps_per_frame=10)
+    assert [settings.steps_for(0, n) for n in (0, 5, 24)] == [100, 100, 240]  # never below member0_numb_steps
+    assert settings.steps_for(1, 24) == 20
+    assert ModelSettings(numb_steps=20).steps_for(0, 24) == 20
+    with pytest.raises(UserError, match="model.member0_steps_per_frame=0 must be positive"):
+        ModelSettings(member0_steps_per_frame=0)
+
+
 def test_member_zero_may_train_longer_than_the_deviation_members(tmp_path):
     """Member 0's input asks for member0_numb_steps, the others for numb_steps (nothing trained here)."""
     from lfpo_al.errors import UserError
@@ -90,6 +99,7 @@ def test_training_skips_finished_members(members, tiny_data, machine, load_syste
     # the shared ensemble trains with bootstrap_fraction 0.75: only the deviation member drew a subset
     trained_on = [json.loads((m.dir / "input.json").read_text())["training"]["training_data"]["systems"] for m in members]
     assert trained_on[0] == [str(p.resolve()) for p in tiny_data] and "bootstrap" in trained_on[1][0]
+    assert count_frames(tiny_data) == sum(len(dpdata.LabeledSystem(str(p), fmt="deepmd/npy")) for p in tiny_data)
     before = [m.frozen.stat().st_mtime_ns for m in members]
     settings = ModelSettings(n_members=2, numb_steps=4)
     again = train_ensemble(settings, load_system("lfpo").type_map, tiny_data, members[0].dir.parent, machine,

@@ -196,6 +196,14 @@ def run_state_text(run_dir: Path) -> str:
     return "not created yet"
 
 
+def member0_steps_text(model, first_frames: int, last_frames: int) -> str:
+    """Member 0's steps where they differ from the others', with their growth when they scale with the data."""
+    first, last = model.steps_for(0, first_frames), model.steps_for(0, last_frames)
+    if last != first:
+        return f" (member 0: {first}, up to {last} on the last iteration's {last_frames} frames; cost: their mean)"
+    return f" (member 0: {first})" if first != model.numb_steps else ""
+
+
 def in_process_workers(n_runs: int) -> int:
     """Processes the held-out MD runs in at once: one per run, at most one per core of this machine."""
     return max(1, min(n_runs, os.cpu_count() or 1))
@@ -243,9 +251,11 @@ def make_plan(cfg: DictConfig) -> Plan:
                            None if cost is None else cost * sum(n * steps for n, steps in teacher_runs), 0.0,
                            jobs=in_process_workers(len(teacher_runs))))
     per_batch = round(sum(batch_atoms(model.batch_size, n) for _, n in init) / len(init))
-    members_s = sum(model.steps_for(i) * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
-                    for i in range(model.n_members))
-    member0_note = f" (member 0: {model.steps_for(0)})" if model.steps_for(0) != model.numb_steps else ""
+    # iteration k trains on the initial frames and the labels before it; the cost is the iterations' mean
+    frames_at = [len(init_frames) + min(budget, k * max_selected) for k in range(loop.max_iters)]
+    members_s = sum(model.steps_for(i, n) * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
+                    for i in range(model.n_members) for n in frames_at) / len(frames_at)
+    member0_note = member0_steps_text(model, frames_at[0], frames_at[-1])
     size, size_note = pretrained_size(model.pretrained)
     temperatures = [explore.temperatures_of(s) for s in explore.structures]  # per structure
     n_md = explore.n_trajectories

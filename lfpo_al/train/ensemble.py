@@ -85,6 +85,11 @@ def training_input(settings: ModelSettings, type_map: list[str], systems: list[P
     }
 
 
+def count_frames(systems: list[Path]) -> int:
+    """Frames in deepmd/npy systems, from the shapes of their box arrays (nothing else is read)."""
+    return sum(np.load(box, mmap_mode="r").shape[0] for path in systems for box in Path(path).glob("set.*/box.npy"))
+
+
 def bootstrap_subset(systems: list[Path], fraction: float, rng: np.random.Generator, out_dir: Path) -> list[Path]:
     """Write a random ``fraction`` of each system's frames (at least one) as deepmd/npy under ``out_dir``."""
     out = []
@@ -125,6 +130,7 @@ def train_ensemble(
     if not systems:
         raise ValueError("no training data: the ensemble needs at least one labeled deepmd/npy system")
     members, tasks = [], []
+    n_frames = count_frames(systems)
     for i in range(settings.n_members):
         member = Member(i, work_dir / MEMBER_DIR.format(i))
         members.append(member)
@@ -136,7 +142,7 @@ def train_ensemble(
         member_systems = systems
         if settings.bootstraps(i):
             member_systems = bootstrap_subset(systems, settings.bootstrap_fraction, rng, member.dir / "bootstrap")
-        steps = settings.steps_for(i)
+        steps = settings.steps_for(i, n_frames)
         member_input = training_input(settings, type_map, member_systems, seed, steps)
         atomic.write_text(member.dir / "input.json", json.dumps(member_input, indent=2))
         if previous:

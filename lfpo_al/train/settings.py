@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lfpo_al.errors import UserError
@@ -30,6 +31,9 @@ class ModelSettings:
     valence agreement 0.94 -> 0.50 over two continued iterations on the same data).
     ``member0_numb_steps``: member 0's steps (None: ``numb_steps``). Member 0 is the model that is used;
     the others only make the deviation, so they can train shorter (measured in docs/costs.md).
+    ``member0_steps_per_frame``: member 0 trains at least this many steps per training frame, so its
+    passes over the data stay the same as labels accumulate (a fixed step count is under-trained once
+    the data grow: docs/costs.md, *Not a capacity floor*); None: fixed steps.
     """
 
     pretrained: str = "starter"
@@ -39,6 +43,7 @@ class ModelSettings:
     bootstrap_fraction: float = 1.0
     numb_steps: int = 1000
     member0_numb_steps: int | None = None
+    member0_steps_per_frame: float | None = None
     batch_size: int | str = "auto"
     start_lr: float = 1.0e-3
     stop_lr: float = 1.0e-5
@@ -63,10 +68,19 @@ class ModelSettings:
         if self.member0_numb_steps is not None and self.member0_numb_steps < 1:
             raise UserError(f"model.member0_numb_steps={self.member0_numb_steps} must be a positive number of training "
                             "steps, or null for model.numb_steps")
+        if self.member0_steps_per_frame is not None and not self.member0_steps_per_frame > 0:
+            raise UserError(f"model.member0_steps_per_frame={self.member0_steps_per_frame} must be positive, or null "
+                            "for a fixed number of steps")
 
-    def steps_for(self, member: int) -> int:
-        """Training steps of ``member``: member 0 may train longer (``member0_numb_steps``)."""
-        return self.member0_numb_steps if member == 0 and self.member0_numb_steps else self.numb_steps
+    def steps_for(self, member: int, n_frames: int = 0) -> int:
+        """Training steps of ``member`` on ``n_frames`` frames: member 0 may train longer
+        (``member0_numb_steps``) and, with ``member0_steps_per_frame``, in proportion to its data."""
+        if member > 0:
+            return self.numb_steps
+        steps = self.member0_numb_steps or self.numb_steps
+        if self.member0_steps_per_frame:
+            steps = max(steps, math.ceil(self.member0_steps_per_frame * n_frames))
+        return steps
 
     def bootstraps(self, member: int) -> bool:
         """Whether ``member`` trains on a bootstrap subset: deviation members only, never member 0."""
