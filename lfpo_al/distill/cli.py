@@ -20,8 +20,10 @@ from lfpo_al.distill.step import (DistillLayout, eval_ms, heldout_errors, label_
                                   teacher_md, train_student)
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
+from lfpo_al.loop.data import deepmd_systems
 from lfpo_al.loop.state import RunState
 from lfpo_al.structures.builder import BuildSpec
+from lfpo_al.train.ensemble import count_frames
 from lfpo_al.validate.settings import DynamicsSettings
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def distill(settings, system, explore, build_defaults, machine, teacher: Path, l
     speed = {name: eval_ms(path, start) for name, path in {"teacher": teacher, **models}.items()}
     report = {
         "teacher": str(teacher), "student": str(layout.student), "used": used,
-        "n_train_frames": _n_frames(layout.train_data),
+        "n_train_frames": count_frames(deepmd_systems(layout.train_data)),
         "heldout": errors, "dynamics": per_case, "eval_ms_per_frame": speed,
         "speedup_vs_teacher": {k: round(speed["teacher"] / v, 2) for k, v in speed.items() if k != "teacher"},
         "eval_atoms": len(start), "checks": checks, "passed": all(c["passed"] for c in checks),
@@ -106,12 +108,6 @@ def distill(settings, system, explore, build_defaults, machine, teacher: Path, l
     atomic.copy_file(student, layout.student)
     atomic.write_text(layout.report, json.dumps(report, indent=2, default=float))
     return report
-
-
-def _n_frames(data_dir: Path) -> int:
-    import numpy as np
-
-    return int(sum(np.load(p).shape[0] for p in Path(data_dir).glob("*/set.*/energy.npy")))
 
 
 def print_report(report: dict, layout: DistillLayout) -> None:

@@ -22,6 +22,7 @@ from lfpo_al.loop.components import Components
 from lfpo_al.loop.state import RunState
 from lfpo_al.structures.builder import build_specs, build_structure
 from lfpo_al.train.pretrained import STARTER
+from lfpo_al.train.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def run_state_text(run_dir: Path) -> str:
     return "not created yet"
 
 
-def member0_steps_text(model, first_frames: int, last_frames: int) -> str:
+def member0_steps_text(model: ModelSettings, first_frames: int, last_frames: int) -> str:
     """Member 0's steps where they differ from the others', with their growth when they scale with the data."""
     first, last = model.steps_for(0, first_frames), model.steps_for(0, last_frames)
     if last != first:

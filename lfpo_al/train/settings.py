@@ -24,7 +24,7 @@ class ModelSettings:
     re-initialised, energy 21 vs 30 meV/atom, 200 steps on the same 12 frames), while the others still
     make the ensemble disagree; ``keep_fitting`` keeps it for all. ``bootstrap_fraction`` < 1 trains each
     deviation member on its own random subset of the frames; member 0 always sees every label (a subset
-    only costs the used model data, and the deviation comes from the others' differences).
+    would only withhold labels from the model that is used; the deviation comes from the others).
     ``from_pretrained_each_iteration``: every iteration fine-tunes afresh from the pretrained model on
     all frames so far (default). Continuing from the previous iteration's members on a few hundred
     frames drifts away from what the pretrained model knew (demo: test force RMSE 0.53 -> 0.60 eV/A and
