@@ -8,13 +8,16 @@ On the demo's held-out Li0.5FePO4 cell (52 atoms, 600 K Langevin, one thread), p
 - ``md``: atom-steps/s of ASE Langevin MD (what ``analyze`` runs), after 10 warm-up steps;
 - ``eval``: atom-evals/s of a bare single-frame ``DeepPot.eval`` on the same frame;
 - ``batch k``: atom-evals/s of one ``DeepPot.eval`` over k replicas (k frames in one call: what a batched
-  replica engine buys per model call).
+  replica engine buys per model call);
+- ``replicas k``: atom-steps/s of torch-sim Langevin MD advancing k replicas of the cell in one process,
+  one model call per step (``explore=torchsim``), steps / k steps after 5 warm-up steps.
 With ``--ensemble``: the cost of scoring one recorded frame with every member (``calc_model_devi``),
 and what ``analyze`` then runs at, per driver, for ``analysis.md_score_every`` 1 and 5 (record every
 10 steps): 1 / (1 / MD rate + scoring time / (10 x score_every)), the DPA-2 driving scoring with one
 member fewer (member 0's MD forces are its own term).
-Ratios printed last: each model's MD over the DPA-2's, the best batch over one frame, and the loop
-overhead (bare evaluation rate over MD rate; 1.00 = no overhead).
+Ratios printed last: each model's MD over the DPA-2's, the best batch over one frame, the best batched
+MD over one replica at a time (ASE MD), and the loop overhead (bare evaluation rate over MD rate; 1.00 =
+no overhead).
 """
 
 from __future__ import annotations
@@ -47,6 +50,28 @@ def md_rate(model: Path, atoms, steps: int) -> float:
     start = time.perf_counter()
     langevin_frames(atoms, calc, LangevinProtocol(600.0, steps, record_every=10, seed=1))
     return len(atoms) * steps / (time.perf_counter() - start)
+
+
+def replicas_rate(model: Path, atoms, n_replicas: int, steps: int) -> float:
+    """atom-steps/s of torch-sim Langevin over ``n_replicas`` copies of ``atoms``, one model call per step."""
+    import torch
+    import torch_sim as ts
+    from ase import units
+    from torch_sim.units import MetalUnits
+
+    from lfpo_al.explore.torchsim_md import DeepmdModel
+
+    driver = DeepmdModel(str(model))
+    init, update = ts.nvt_langevin(driver, dt=torch.tensor(units.fs, dtype=torch.float64),
+                                   kT=torch.tensor(600.0 * MetalUnits.temperature, dtype=torch.float64),
+                                   gamma=torch.tensor(0.01 / units.fs, dtype=torch.float64))
+    state = init(ts.initialize_state([atoms.copy() for _ in range(n_replicas)], torch.device("cpu"), torch.float64))
+    for _ in range(5):
+        state = update(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state = update(state)
+    return len(atoms) * n_replicas * steps / (time.perf_counter() - start)
 
 
 def eval_rate(model: Path, atoms, n_frames: int, repeats: int) -> float:
@@ -92,6 +117,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--replicas", type=int, nargs="*", default=[1, 4, 16],
+                        help="replicas per process of the torch-sim runs (none: skip them)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     args.batch = sorted(set(args.batch) | {1})
@@ -112,6 +139,8 @@ def main() -> None:
         row = {"md": md_rate(path, atoms, args.steps)}
         for k in args.batch:
             row[f"batch {k}"] = eval_rate(path, atoms, k, max(2, args.repeats // k))
+        for k in args.replicas:
+            row[f"replicas {k}"] = replicas_rate(path, atoms, k, max(20, args.steps // k))
         rows[name] = row
         print(f"{name:10s} " + "  ".join(f"{key} {value:9.0f}" for key, value in row.items()) + "  atom-steps(evals)/s",
               flush=True)
@@ -123,8 +152,12 @@ def main() -> None:
     base = rows["dpa2"]["md"]
     for name, row in rows.items():
         best = max(args.batch, key=lambda k: row[f"batch {k}"])
+        batched = (f"   {max(row[f'replicas {k}'] for k in args.replicas) / row['md']:5.2f}x batched MD "
+                   f"(best of replicas {' '.join(map(str, args.replicas))}) vs one replica at a time"
+                   if args.replicas else "")
         print(f"{name:10s} MD speed vs DPA-2 {row['md'] / base:6.2f}x   batch {best} vs 1 frame "
-              f"{row[f'batch {best}'] / row['batch 1']:5.2f}x   loop overhead (eval/MD) {row['batch 1'] / row['md']:5.2f}")
+              f"{row[f'batch {best}'] / row['batch 1']:5.2f}x   loop overhead (eval/MD) {row['batch 1'] / row['md']:5.2f}"
+              + batched)
     if score_s is not None:
         for name, row in rows.items():
             # member 0 driving rescoring nothing: its MD forces stand in for its own deviation term

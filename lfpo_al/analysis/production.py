@@ -8,9 +8,10 @@ deviation so large that nothing stops; the deviation of every recorded frame is 
 
 from __future__ import annotations
 
+
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lfpo_al.analysis.settings import AnalysisSettings
@@ -84,12 +85,11 @@ def production_explore_settings(settings: AnalysisSettings, explore: ExploreSett
     """The loop's explorer settings with the analysis matrix, length and a non-aborting deviation."""
     if not settings.md_structures:
         raise UserError("analysis.md_structures is empty; list build sections, e.g. [{x: 0.5, li_order: random, seed: 0}]")
-    return type(explore)(  # the same engine
-        ensemble=explore.ensemble, temperatures=list(settings.md_temperatures),
+    return replace(  # the same engine with its own settings (replicas per process, ...)
+        explore, temperatures=list(settings.md_temperatures),
         structures=[dict(s) for s in settings.md_structures], n_steps=settings.md_steps,
         timestep_fs=settings.md_timestep_fs, record_every=settings.md_record_every,
-        friction_per_fs=explore.friction_per_fs, abort_deviation=settings.md_abort_deviation,
-        min_distance=explore.min_distance, seed=settings.md_seed, score_every=settings.md_score_every,
+        abort_deviation=settings.md_abort_deviation, seed=settings.md_seed, score_every=settings.md_score_every,
     )
 
 

@@ -52,6 +52,11 @@ class ExploreSettings:
         return sum(len(self.temperatures_of(s)) for s in self.structures)
 
     @property
+    def replicas_per_process(self) -> int:
+        """Trajectories one MD task advances together in one process (1: a task per trajectory)."""
+        return 1
+
+    @property
     def frames_per_trajectory(self) -> int:
         """Frames a trajectory that runs to the end records: the start, then one per ``record_every`` steps
         (the engines run whole records past ``n_steps``)."""
@@ -92,3 +97,26 @@ class LammpsExplorer(ExploreSettings):
         if self.score_every != 1:
             raise UserError(f"explore.score_every={self.score_every}: pair_style deepmd scores every recorded frame; "
                             "use explore=ase_md or score_every=1")
+
+
+@dataclass
+class TorchSimExplorer(ExploreSettings):
+    """torch-sim Langevin over batches of ``replicas_per_task`` trajectories in one process, one model call
+    per step for each size of cell in the batch (``lfpo_al.explore.torchsim_md``)."""
+
+    engine: ClassVar[str] = "torchsim"
+    task_module: ClassVar[str] = "lfpo_al.explore.torchsim_md"
+
+    replicas_per_task: int = 16
+
+    @property
+    def replicas_per_process(self) -> int:
+        return self.replicas_per_task
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ensemble != "nvt":
+            raise UserError(f"explore.ensemble={self.ensemble!r}: the torch-sim engine runs nvt (Langevin) only; "
+                            "use explore=ase_md for npt")
+        if self.replicas_per_task < 1:
+            raise UserError(f"explore.replicas_per_task={self.replicas_per_task} must be >= 1")

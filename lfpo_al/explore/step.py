@@ -42,6 +42,25 @@ def changed_keys(task_dir: Path, task: dict) -> list[str]:
     return [k for k in RESUME_KEYS if k in done and done[k] != task[k]]
 
 
+def md_tasks(settings: ExploreSettings, pending: list[tuple[str, int]]) -> list[TaskSpec]:
+    """Dispatcher tasks for the unfinished trajectories (folder, atoms): one per trajectory, or one per
+    batch folder running its trajectories in one process."""
+    command = f"{shlex.quote(sys.executable)} -m {settings.task_module}"
+    if settings.replicas_per_process == 1:
+        return [TaskSpec(task_dir=rel, command=command, forward_files=["task.json", "start.extxyz"],
+                         backward_files=OUTPUTS, cost=n_atoms)  # the same steps for all: time goes with the atoms
+                for rel, n_atoms in pending]
+    batches: dict[str, list[tuple[str, int]]] = {}
+    for rel, n_atoms in pending:
+        batch, name = rel.split("/")
+        batches.setdefault(batch, []).append((name, n_atoms))
+    return [TaskSpec(task_dir=batch, command=f"{command} {' '.join(name for name, _ in members)}",
+                     forward_files=[f"{name}/{f}" for name, _ in members for f in ("task.json", "start.extxyz")],
+                     backward_files=[f"{name}/{f}" for name, _ in members for f in OUTPUTS],
+                     cost=sum(n for _, n in members))
+            for batch, members in batches.items()]
+
+
 def explore_step(
     settings: ExploreSettings,
     system: OlivineSystem,
@@ -61,15 +80,19 @@ def explore_step(
                         "(the distilled student); use explore=ase_md or analysis.student=false")
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    entries, tasks, stale = [], [], []
+    entries, pending, stale = [], [], []
     specs = build_specs(settings.structures, build_defaults)
+    per_process = settings.replicas_per_process
     index = 0
     for spec, section in zip(specs, settings.structures):
         family = family_name(spec)
         start = build_structure(system, spec)
         for temperature in settings.temperatures_of(section):
-            task_dir = work_dir / f"traj.{index:03d}"
-            entries.append({"dir": task_dir.name, "family": family, "temperature": float(temperature)})
+            name = f"traj.{index:03d}"
+            # replicas advanced by one process share a batch folder; the batch of a trajectory never changes
+            rel = name if per_process == 1 else f"batch.{index // per_process:03d}/{name}"
+            task_dir = work_dir / rel
+            entries.append({"dir": rel, "family": family, "temperature": float(temperature)})
             task = {
                 "models": [str(Path(m).resolve()) for m in models],
                 "driver": None if driver is None else str(Path(driver).resolve()),
@@ -83,31 +106,25 @@ def explore_step(
             }
             if (task_dir / "result.json").is_file():
                 if differs := changed_keys(task_dir, task):
-                    stale.append(f"{task_dir.name} ({', '.join(differs)})")
+                    stale.append(f"{rel} ({', '.join(differs)})")
             else:
-                task_dir.mkdir(exist_ok=True)
+                task_dir.mkdir(parents=True, exist_ok=True)
                 write_structure(start, task_dir / "start.extxyz")
                 atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
-                tasks.append(TaskSpec(
-                    task_dir=task_dir.name,
-                    command=f"{shlex.quote(sys.executable)} -m {settings.task_module}",
-                    forward_files=["task.json", "start.extxyz"],
-                    backward_files=OUTPUTS,
-                    cost=len(start),  # the same steps for every trajectory: time goes with the atoms
-                ))
+                pending.append((rel, len(start)))
             index += 1
     if stale:
         raise UserError(f"{work_dir} holds finished MD of other settings: {'; '.join(stale[:3])}"
                         f"{' ...' if len(stale) > 3 else ''}; use a new output folder or remove those")
-    if tasks:
-        log.info("exploring %d trajectories (%d steps each) in %s", len(tasks), settings.n_steps, work_dir)
-        run_tasks(machine, work_dir, tasks)
+    if pending:
+        log.info("exploring %d trajectories (%d steps each) in %s", len(pending), settings.n_steps, work_dir)
+        run_tasks(machine, work_dir, md_tasks(settings, pending))
     for entry in entries:
         result_path = work_dir / entry["dir"] / "result.json"
         if result_path.is_file():
             entry.update(json.loads(result_path.read_text()))
         else:
-            err = work_dir / entry["dir"] / "task.err"
+            err = work_dir / entry["dir"].split("/")[0] / "task.err"
             entry.update(n_frames=0, stop_reason=f"MD task failed: {err.read_text()[-300:] if err.is_file() else 'no output'}")
     summary = {"engine": settings.engine, "trajectories": entries}
     atomic.write_text(work_dir / "summary.json", json.dumps(summary, indent=2))
