@@ -101,6 +101,8 @@ def test_wall_time_spreads_tasks_over_parallel_jobs():
     assert Stage("x", tasks=4, what="", core_s=400.0, disk_bytes=0, jobs=2).wall_s == pytest.approx(200.0)
     assert Stage("x", tasks=3, what="", core_s=300.0, disk_bytes=0, jobs=2).wall_s == pytest.approx(200.0)
     assert Stage("x", tasks=2, what="", core_s=None, disk_bytes=0).wall_s is None
+    # member 0 trains 300 s, the three others 40 s each: the long one sets the wall, not the mean
+    assert Stage("x", tasks=4, what="", core_s=420.0, disk_bytes=0, jobs=2, longest_task_s=300.0).wall_s == pytest.approx(300.0)
 
 
 def test_negative_teacher_cost_is_rejected():

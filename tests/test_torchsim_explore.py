@@ -27,11 +27,30 @@ def settings(**kw) -> TorchSimExplorer:
                                "replicas_per_task": 3, **kw})
 
 
+def write_tasks(members, system, folder, explore, abort=(None, None, None)) -> list[str]:
+    """Task folders as explore_step writes them: x = 0.5 at 300 and 900 K, LiFePO4 at 600 K."""
+    names = []
+    for index, (section, temperature) in enumerate([(STRUCTURES[0], 300.0), (STRUCTURES[0], 900.0), (STRUCTURES[1], 600.0)]):
+        task_dir = folder / f"traj.{index:03d}"
+        task_dir.mkdir()
+        spec = BuildSpec(supercell=[1, 1, 1], **{k: v for k, v in section.items() if k != "temperatures"})
+        write_structure(build_structure(system, spec), task_dir / "start.extxyz")
+        task = {"models": [str(m.frozen) for m in members], "driver": None, "system": dataclasses.asdict(system),
+                "family": "f", "temperature": temperature, "seed": index, **{k: getattr(explore, k) for k in (
+                    "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs", "abort_deviation",
+                    "min_distance", "score_every")}}
+        if abort[index] is not None:
+            task["abort_deviation"] = abort[index]
+        (task_dir / "task.json").write_text(json.dumps(task))
+        names.append(task_dir.name)
+    return names
+
+
 def test_a_batch_writes_what_ase_md_writes_scored_by_every_member(tiny_members, machine, load_system, tmp_path):
-    summary = explore_step(settings(score_every=2), load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]),
-                           [m.frozen for m in tiny_members], tmp_path, machine)
+    summary = explore_step(settings(score_every=2, replicas_per_task=2), load_system("lfpo"),
+                           BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in tiny_members], tmp_path, machine)
     entries = summary["trajectories"]
-    assert [e["dir"] for e in entries] == ["batch.000/traj.000", "batch.000/traj.001", "batch.000/traj.002"]
+    assert [e["dir"] for e in entries] == ["batch.000/traj.000", "batch.000/traj.001", "batch.001/traj.002"]
     assert [e["temperature"] for e in entries] == [300.0, 900.0, 600.0] and summary["engine"] == "torchsim"
     models = [DeepPot(str(m.frozen)) for m in tiny_members]
     type_map = load_system("lfpo").type_map
@@ -51,24 +70,19 @@ def test_a_batch_writes_what_ase_md_writes_scored_by_every_member(tiny_members, 
     assert len(ase.io.read(tmp_path / entries[2]["dir"] / "frames.extxyz")) == 28  # the LiFePO4 cell beside x = 0.5
 
 
+def test_a_batch_of_one_runs_in_its_trajectory_folder(tiny_members, machine, load_system, tmp_path):
+    explore = settings(structures=[{"x": 1.0}], n_steps=10, replicas_per_task=None)
+    assert explore.replicas_per_process(machine.parallel_jobs) == 1
+    (entry,) = explore_step(explore, load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]),
+                            [m.frozen for m in tiny_members], tmp_path, machine)["trajectories"]
+    assert entry["dir"] == "traj.000" and entry["n_frames"] == 3 and entry["stop_reason"] is None
+
+
 def test_one_model_call_per_step_and_size_and_each_replica_at_its_temperature(tiny_members, load_system, tmp_path,
                                                                               monkeypatch):
-    """3 replicas (26 and 28 atoms) over 200 steps: one driver call per step for all three, and the 300 K and 900 K copies of
-    one cell hold their own temperatures (second half, within 30 %)."""
-    explore = settings(n_steps=200, record_every=10)
-    names = []
-    for index, (section, temperature) in enumerate([(STRUCTURES[0], 300.0), (STRUCTURES[0], 900.0), (STRUCTURES[1], 600.0)]):
-        task_dir = tmp_path / f"traj.{index:03d}"
-        task_dir.mkdir()
-        spec = BuildSpec(supercell=[1, 1, 1], **{k: v for k, v in section.items() if k != "temperatures"})
-        write_structure(build_structure(load_system("lfpo"), spec), task_dir / "start.extxyz")
-        task = {"models": [str(m.frozen) for m in tiny_members], "driver": None,
-                "system": dataclasses.asdict(load_system("lfpo")), "family": "f", "temperature": temperature,
-                "seed": index, **{k: getattr(explore, k) for k in (
-                    "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs", "abort_deviation",
-                    "min_distance", "score_every")}}
-        (task_dir / "task.json").write_text(json.dumps(task))
-        names.append(task_dir.name)
+    """3 replicas (26 and 28 atoms) over 200 steps: one driver call per step for all three, and the 300 K
+    and 900 K copies of one cell hold their own temperatures (second half, within 30 %)."""
+    names = write_tasks(tiny_members, load_system("lfpo"), tmp_path, settings(n_steps=200, record_every=10))
     calls = []
     forward = torchsim_md.DeepmdModel.forward
     monkeypatch.setattr(torchsim_md.DeepmdModel, "forward", lambda self, state, **kw: calls.append(1) or forward(self, state))
@@ -79,6 +93,20 @@ def test_one_model_call_per_step_and_size_and_each_replica_at_its_temperature(ti
         frames = ase.io.read(tmp_path / name / "frames.extxyz", index=":")
         kinetic = [f.get_kinetic_energy() / (1.5 * units.kB * len(f)) for f in frames[10:]]
         assert abs(np.mean(kinetic) / target - 1) < 0.3, (name, np.mean(kinetic))
+
+
+def test_a_replica_that_stops_leaves_the_batch_and_the_others_run_on(tiny_members, load_system, tmp_path):
+    names = write_tasks(tiny_members, load_system("lfpo"), tmp_path, settings(), abort=(None, 1e-6, None))
+    results = torchsim_md.run_batch(tmp_path, names)
+    assert results[1]["n_frames"] == 1 and results[1]["stop_reason"].startswith("deviation")
+    assert [(r["n_frames"], r["stop_reason"]) for r in (results[0], results[2])] == [(5, None), (5, None)]
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / names[2] / "model_devi.out")[:, 0], [0, 5, 10, 15, 20])
+
+
+def test_replicas_split_evenly_over_the_machines_jobs_unless_set():
+    assert settings(replicas_per_task=None).replicas_per_process(2) == 2  # 3 trajectories over 2 jobs
+    assert settings(replicas_per_task=None).replicas_per_process(None) == 3
+    assert settings(replicas_per_task=1).replicas_per_process(2) == 1
 
 
 def test_a_batch_shares_its_settings_and_runs_nvt_only():

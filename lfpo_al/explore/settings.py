@@ -51,9 +51,9 @@ class ExploreSettings:
         """MD tasks of one explore step: one per structure and temperature."""
         return sum(len(self.temperatures_of(s)) for s in self.structures)
 
-    @property
-    def replicas_per_process(self) -> int:
-        """Trajectories one MD task advances together in one process (1: a task per trajectory)."""
+    def replicas_per_process(self, parallel_jobs: int | None) -> int:
+        """Trajectories one MD task advances together in one process (1: a task per trajectory), on a
+        machine that runs ``parallel_jobs`` jobs at once (None: no limit)."""
         return 1
 
     @property
@@ -102,21 +102,24 @@ class LammpsExplorer(ExploreSettings):
 @dataclass
 class TorchSimExplorer(ExploreSettings):
     """torch-sim Langevin over batches of ``replicas_per_task`` trajectories in one process, one model call
-    per step for each size of cell in the batch (``lfpo_al.explore.torchsim_md``)."""
+    per step for each size of cell in the batch (``lfpo_al.explore.torchsim_md``). ``replicas_per_task:
+    null`` splits the trajectories evenly over the machine's ``parallel_jobs`` (all in one batch when the
+    machine sets no limit, as on a GPU queue): on a CPU a core per batch is worth more than a larger batch."""
 
     engine: ClassVar[str] = "torchsim"
     task_module: ClassVar[str] = "lfpo_al.explore.torchsim_md"
 
-    replicas_per_task: int = 16
+    replicas_per_task: int | None = None
 
-    @property
-    def replicas_per_process(self) -> int:
-        return self.replicas_per_task
+    def replicas_per_process(self, parallel_jobs: int | None) -> int:
+        if self.replicas_per_task is not None:
+            return self.replicas_per_task
+        return math.ceil(self.n_trajectories / parallel_jobs) if parallel_jobs else self.n_trajectories
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.ensemble != "nvt":
             raise UserError(f"explore.ensemble={self.ensemble!r}: the torch-sim engine runs nvt (Langevin) only; "
                             "use explore=ase_md for npt")
-        if self.replicas_per_task < 1:
-            raise UserError(f"explore.replicas_per_task={self.replicas_per_task} must be >= 1")
+        if self.replicas_per_task is not None and self.replicas_per_task < 1:
+            raise UserError(f"explore.replicas_per_task={self.replicas_per_task} must be >= 1, or null (split evenly over machine.parallel_jobs)")

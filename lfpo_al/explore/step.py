@@ -43,10 +43,10 @@ def changed_keys(task_dir: Path, task: dict) -> list[str]:
 
 
 def md_tasks(settings: ExploreSettings, pending: list[tuple[str, int]]) -> list[TaskSpec]:
-    """Dispatcher tasks for the unfinished trajectories (folder, atoms): one per trajectory, or one per
-    batch folder running its trajectories in one process."""
+    """Dispatcher tasks for the unfinished trajectories (folder, atoms): one per trajectory folder, or one
+    per batch folder (``batch.000/traj.003``) running its trajectories in one process."""
     command = f"{shlex.quote(sys.executable)} -m {settings.task_module}"
-    if settings.replicas_per_process == 1:
+    if all("/" not in rel for rel, _ in pending):
         return [TaskSpec(task_dir=rel, command=command, forward_files=["task.json", "start.extxyz"],
                          backward_files=OUTPUTS, cost=n_atoms)  # the same steps for all: time goes with the atoms
                 for rel, n_atoms in pending]
@@ -82,7 +82,7 @@ def explore_step(
     work_dir.mkdir(parents=True, exist_ok=True)
     entries, pending, stale = [], [], []
     specs = build_specs(settings.structures, build_defaults)
-    per_process = settings.replicas_per_process
+    per_process = settings.replicas_per_process(machine.parallel_jobs)
     index = 0
     for spec, section in zip(specs, settings.structures):
         family = family_name(spec)

@@ -2,9 +2,10 @@
 batch of replicas (structures x temperatures) together, driven by member 0 (or a distilled student);
 every recorded frame is scored by all members, one call per member for the whole batch.
 
-Run inside a batch folder (``python -m lfpo_al.explore.torchsim_md traj.000 traj.001 ...``): each named
-folder holds ``task.json`` and ``start.extxyz`` and gets the outputs ``ase_md`` writes. Replicas of
-different sizes share the batch: each model call covers one group of equal atom counts.
+Run inside a batch folder (``python -m lfpo_al.explore.torchsim_md traj.000 traj.001 ...``, or inside a
+trajectory's own folder with no names): each named folder holds ``task.json`` and ``start.extxyz`` and
+gets the outputs ``ase_md`` writes. Replicas of different sizes share the batch: each model call covers
+one group of equal atom counts.
 """
 
 from __future__ import annotations
@@ -206,4 +207,4 @@ def run_batch(batch_dir: Path, names: list[str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run_batch(Path.cwd(), sys.argv[1:])
+    run_batch(Path.cwd(), sys.argv[1:] or ["."])  # no names: the task folder itself is a batch of one

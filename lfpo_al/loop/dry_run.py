@@ -34,10 +34,10 @@ class ModelCost:
     md_core_s_per_atom_step: float      # one ASE MD step driven by one member
 
 
-# Measured on the 2-core development machine, partly under load. Starter-size DPA-2 (49k-116k
-# parameters): training ~0.2 s/step at batch 2 x 28 atoms; ASE MD of 224 atoms 0.5-0.8 s/step
-# (demo trajectories: 0.125 s/step at 52 atoms).
-STARTER_COST = ModelCost("starter-size DPA-2", 0.2 / 56, 0.65 / 224)
+# Starter-size DPA-2 (116k parameters, float32), from the campaign's per-stage times (docs/costs.md):
+# training 0.13 s/step at ~52 atoms per batch; an explore task's MD 1.6 ms per atom-step with its
+# recording and ensemble scoring.
+STARTER_COST = ModelCost("starter-size DPA-2", 0.13 / 52, 1.6e-3)
 # DPA-2.3.1-size DPA-2 (1.0 M parameters): training ~0.56 s/step at batch 1 x 28 atoms; MD of 224 atoms 1.5-2.6 s/step.
 LARGE_COST = ModelCost("DPA-2.3.1-size DPA-2 (~1 M parameters)", 0.56 / 28, 2.05 / 224)
 
@@ -67,16 +67,18 @@ class Stage:
     jobs: int = 1            # jobs running at once
     cores_per_task: int = 1
     at_most: bool = False    # the count is an upper bound (selected frames)
+    longest_task_s: float = 0.0  # one task longer than the others (member 0) may set the wall
 
     @property
     def wall_s(self) -> float | None:
-        """Balanced tasks, all jobs running at once."""
+        """Balanced tasks, all jobs running at once; never shorter than the longest task."""
         if self.core_s is None:
             return None
         if not self.tasks:
             return 0.0
         per_task = self.core_s / self.tasks / self.cores_per_task
-        return math.ceil(self.tasks / max(1, min(self.jobs, self.tasks))) * per_task
+        balanced = math.ceil(self.tasks / max(1, min(self.jobs, self.tasks))) * per_task
+        return max(balanced, self.longest_task_s / self.cores_per_task)
 
 
 @dataclass
@@ -254,8 +256,8 @@ def make_plan(cfg: DictConfig) -> Plan:
     per_batch = round(sum(batch_atoms(model.batch_size, n) for _, n in init) / len(init))
     # iteration k trains on the initial frames and the labels before it; the cost is the iterations' mean
     frames_at = [len(init_frames) + min(budget, k * max_selected) for k in range(loop.max_iters)]
-    members_s = sum(model.steps_for(i, n) * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
-                    for i in range(model.n_members) for n in frames_at) / len(frames_at)
+    member_s = [sum(model.steps_for(i, n) * per_batch * model_cost.train_core_s_per_batch_atom + TRAIN_TASK_STARTUP_S
+                    for n in frames_at) / len(frames_at) for i in range(model.n_members)]
     member0_note = member0_steps_text(model, frames_at[0], frames_at[-1])
     size, size_note = pretrained_size(model.pretrained)
     temperatures = [explore.temperatures_of(s) for s in explore.structures]  # per structure
@@ -267,8 +269,8 @@ def make_plan(cfg: DictConfig) -> Plan:
     iteration = [
         Stage("train members", model.n_members,
               f"{model.numb_steps} steps each{member0_note}, ~{per_batch} atoms per batch (batch_size {model.batch_size})",
-              members_s, model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
-              run_tasks_jobs(comp.machine, model.n_members)),
+              sum(member_s), model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
+              run_tasks_jobs(comp.machine, model.n_members), longest_task_s=max(member_s)),
         Stage("MD tasks", n_md,
               f"{plural(len(md), 'structure')} x {plural(n_temperatures, 'temperature')} x {explore.n_steps} steps, "
               f"{frames_per_task} frames recorded each",
