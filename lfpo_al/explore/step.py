@@ -89,7 +89,7 @@ def explore_step(
         start = build_structure(system, spec)
         for temperature in settings.temperatures_of(section):
             name = f"traj.{index:03d}"
-            # replicas advanced by one process share a batch folder; the batch of a trajectory never changes
+            # replicas advanced by one process share a batch folder, fixed by the index and the batch size
             rel = name if per_process == 1 else f"batch.{index // per_process:03d}/{name}"
             task_dir = work_dir / rel
             entries.append({"dir": rel, "family": family, "temperature": float(temperature)})
