@@ -54,23 +54,17 @@ def md_rate(model: Path, atoms, steps: int) -> float:
 
 def replicas_rate(model: Path, atoms, n_replicas: int, steps: int) -> float:
     """atom-steps/s of torch-sim Langevin over ``n_replicas`` copies of ``atoms``, one model call per step."""
-    import torch
-    import torch_sim as ts
-    from ase import units
-    from torch_sim.units import MetalUnits
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    from lfpo_al.explore.torchsim_md import DeepmdModel
+    from lfpo_al.explore.torchsim_md import BatchLangevin, DeepmdModel
 
-    driver = DeepmdModel(str(model))
-    init, update = ts.nvt_langevin(driver, dt=torch.tensor(units.fs, dtype=torch.float64),
-                                   kT=torch.tensor(600.0 * MetalUnits.temperature, dtype=torch.float64),
-                                   gamma=torch.tensor(0.01 / units.fs, dtype=torch.float64))
-    state = init(ts.initialize_state([atoms.copy() for _ in range(n_replicas)], torch.device("cpu"), torch.float64))
-    for _ in range(5):
-        state = update(state)
+    copies = [atoms.copy() for _ in range(n_replicas)]
+    for seed, copy in enumerate(copies):
+        MaxwellBoltzmannDistribution(copy, temperature_K=600.0, rng=np.random.default_rng(seed))
+    md = BatchLangevin(DeepmdModel(str(model)), copies, [600.0] * n_replicas, [0.01] * n_replicas, 1.0)
+    md.run(5)
     start = time.perf_counter()
-    for _ in range(steps):
-        state = update(state)
+    md.run(steps)
     return len(atoms) * n_replicas * steps / (time.perf_counter() - start)
 
 

@@ -26,6 +26,12 @@ def test_points_count_labels_the_training_had_seen():
     assert points[0]["dynamics_m3_rel_error"] == 0.1
 
 
+def test_the_noise_shown_is_the_worst_cells_when_recorded():
+    records = _records()
+    records[2]["outputs"]["dynamics_summary"]["wasserstein_worst_cell_teacher_seeds_ang"] = 0.002
+    assert [p["dynamics_noise_ang"] for p in curve_points(records)] == [0.002, 0.005, 0.005]
+
+
 def test_plot_written_with_targets(tmp_path):
     path = learning_curve_plot(_records(), tmp_path / "lc.png", {"target_force_rmse": 0.1, "target_flip_rate_ratio": 1.3})
     assert path.is_file() and path.stat().st_size > 10_000

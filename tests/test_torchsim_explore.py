@@ -7,7 +7,9 @@ import json
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase import units
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from deepmd.infer import DeepPot
 from deepmd.infer.model_devi import calc_model_devi
 
@@ -117,3 +119,44 @@ def test_a_batch_shares_its_settings_and_runs_nvt_only():
     tasks = [{k: 1 for k in torchsim_md.SHARED_KEYS}, {**{k: 1 for k in torchsim_md.SHARED_KEYS}, "n_steps": 2}]
     with pytest.raises(SystemExit, match="differ in 'n_steps'"):
         torchsim_md.check_shared(tasks)
+
+
+class FreeParticles(torch.nn.Module):
+    """No forces: only the thermostat moves the atoms (this test is of the integrator, not a model)."""
+
+    device, dtype, compute_stress, compute_forces = torch.device("cpu"), torch.float64, False, True
+
+    def forward(self, state, **_):
+        return {"energy": torch.zeros(state.n_systems, dtype=torch.float64),
+                "forces": torch.zeros_like(state.positions)}
+
+
+def test_each_replica_keeps_its_centre_of_mass_as_ase_langevin_does(load_system):
+    """Two cells at 900 K over 300 fs: the noise alone would move a 28-atom cell's centre of mass ~0.4 A;
+    each replica's stays within 0.01 A and its momentum at zero, while its atoms move."""
+    system = load_system("lfpo")
+    starts = [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x)) for x in (1.0, 0.5)]
+    for seed, atoms in enumerate(starts):
+        MaxwellBoltzmannDistribution(atoms, temperature_K=900.0, rng=np.random.default_rng(seed))
+    torch.manual_seed(0)
+    md = torchsim_md.BatchLangevin(FreeParticles(), starts, [900.0, 900.0], [0.01, 0.01], 1.0)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in starts])])
+    inverse_cells = [np.linalg.inv(a.cell.array) for a in starts]
+
+    def positions():
+        return [md.state.positions[offsets[r]:offsets[r + 1]].numpy().copy() for r in range(len(starts))]
+
+    displacement, before = [np.zeros((len(a), 3)) for a in starts], positions()
+    for _ in range(300):  # the state wraps positions: follow each atom step by step (minimum image)
+        md.run(1)
+        after = positions()
+        for replica, atoms in enumerate(starts):
+            shift = (after[replica] - before[replica]) @ inverse_cells[replica]
+            displacement[replica] += (shift - np.rint(shift)) @ atoms.cell.array
+        before = after
+    for replica, atoms in enumerate(starts):
+        masses = atoms.get_masses()
+        assert np.linalg.norm(masses @ displacement[replica] / masses.sum()) < 0.01
+        assert np.sqrt(np.mean(np.sum(displacement[replica] ** 2, axis=1))) > 0.1
+        momenta = md.state.momenta[offsets[replica]:offsets[replica + 1]].numpy()
+        np.testing.assert_allclose(momenta.sum(axis=0), 0.0, atol=1e-9)

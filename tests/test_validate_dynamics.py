@@ -188,3 +188,12 @@ def test_a_users_aimd_becomes_the_teacher_side(load_system, tmp_path):
     assert (protocol.temperature_k, protocol.n_steps, protocol.record_every) == (700.0, 8, 2)
     with pytest.raises(UserError, match=r"4 fs apart, not a multiple of validate.dynamics.timestep_fs=3"):
         dynamics_cases(DynamicsSettings(reference_md=[str(aimd)], timestep_fs=3.0), system, None, tmp_path)
+
+
+def test_the_worst_w1_is_shown_with_its_own_cells_teacher_noise():
+    """The campaign's case: the random cell is noisy (0.011) but close, the ordered cell quiet (0.006) and off."""
+    row = {"m3_population_rel_error": 0.1, "flip_rate_ratio": {"ratio": 1.0}}
+    summary = summarise({"random": {**row, "wasserstein_ang": 0.003, "wasserstein_teacher_seeds_ang": 0.011},
+                         "planes_c": {**row, "wasserstein_ang": 0.0125, "wasserstein_teacher_seeds_ang": 0.0056}})
+    assert summary["wasserstein_ang"] == 0.0125 and summary["wasserstein_teacher_seeds_ang"] == 0.011
+    assert summary["wasserstein_worst_cell_teacher_seeds_ang"] == 0.0056
