@@ -16,7 +16,7 @@ from deepmd.infer.model_devi import calc_model_devi
 from lfpo_al.errors import UserError
 from lfpo_al.explore import torchsim_md
 from lfpo_al.explore.settings import TorchSimExplorer
-from lfpo_al.explore.step import explore_step
+from lfpo_al.explore.step import balanced_batches, explore_step
 from lfpo_al.structures import BuildSpec, build_structure, write_structure
 
 pytestmark = pytest.mark.xdist_group("tiny_members")  # shares the session's trained members (conftest)
@@ -52,7 +52,8 @@ def test_a_batch_writes_what_ase_md_writes_scored_by_every_member(tiny_members, 
     summary = explore_step(settings(score_every=2, replicas_per_task=2), load_system("lfpo"),
                            BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in tiny_members], tmp_path, machine)
     entries = summary["trajectories"]
-    assert [e["dir"] for e in entries] == ["batch.000/traj.000", "batch.000/traj.001", "batch.001/traj.002"]
+    # the largest cell first into the emptiest batch: the two 26-atom cells share the second
+    assert [e["dir"] for e in entries] == ["batch.001/traj.000", "batch.001/traj.001", "batch.000/traj.002"]
     assert [e["temperature"] for e in entries] == [300.0, 900.0, 600.0] and summary["engine"] == "torchsim"
     models = [DeepPot(str(m.frozen)) for m in tiny_members]
     type_map = load_system("lfpo").type_map
@@ -109,6 +110,16 @@ def test_replicas_split_evenly_over_the_machines_jobs_unless_set():
     assert settings(replicas_per_task=None).replicas_per_process(2) == 2  # 3 trajectories over 2 jobs
     assert settings(replicas_per_task=None).replicas_per_process(None) == 3
     assert settings(replicas_per_task=1).replicas_per_process(2) == 1
+
+
+def test_batches_balance_their_atoms():
+    """analysis=production_cpu: 14 cells of 52 atoms, then the interface at 104 twice, 8 per batch:
+    by index the second batch would carry 520 atoms against 416; balanced, both carry 468."""
+    atoms = [52] * 14 + [104] * 2
+    batch_of = balanced_batches(atoms, 8)
+    assert [sum(n for n, b in zip(atoms, batch_of) if b == k) for k in (0, 1)] == [468, 468]
+    assert sorted(batch_of) == [0] * 8 + [1] * 8 and batch_of[14] != batch_of[15]
+    assert balanced_batches([26, 26, 28], 3) == [0, 0, 0] and balanced_batches([5, 5, 5], 1) == [0, 1, 2]
 
 
 def test_a_batch_shares_its_settings_and_runs_nvt_only():

@@ -42,6 +42,20 @@ def changed_keys(task_dir: Path, task: dict) -> list[str]:
     return [k for k in RESUME_KEYS if k in done and done[k] != task[k]]
 
 
+def balanced_batches(n_atoms: list[int], per_process: int) -> list[int]:
+    """Batch number of each trajectory: as few batches as ``per_process`` allows, filled largest cell
+    first into the batch with the fewest atoms, so that batches run in parallel finish together (a
+    batch's step costs its atoms). Fixed by the matrix and the batch size, so a resume finds its folders."""
+    n_batches = -(-len(n_atoms) // per_process)
+    load, count, batch_of = [0] * n_batches, [0] * n_batches, [0] * len(n_atoms)
+    for index in sorted(range(len(n_atoms)), key=lambda i: (-n_atoms[i], i)):
+        batch = min((b for b in range(n_batches) if count[b] < per_process), key=lambda b: (load[b], b))
+        batch_of[index] = batch
+        load[batch] += n_atoms[index]
+        count[batch] += 1
+    return batch_of
+
+
 def md_tasks(settings: ExploreSettings, pending: list[tuple[str, int]]) -> list[TaskSpec]:
     """Dispatcher tasks for the unfinished trajectories (folder, atoms): one per trajectory folder, or one
     per batch folder (``batch.000/traj.003``) running its trajectories in one process."""
@@ -82,37 +96,37 @@ def explore_step(
     work_dir.mkdir(parents=True, exist_ok=True)
     entries, pending, stale = [], [], []
     specs = build_specs(settings.structures, build_defaults)
-    per_process = settings.replicas_per_process(machine.parallel_jobs)
-    index = 0
+    matrix = []  # (family, start, temperature) per trajectory, in index order
     for spec, section in zip(specs, settings.structures):
-        family = family_name(spec)
         start = build_structure(system, spec)
-        for temperature in settings.temperatures_of(section):
-            name = f"traj.{index:03d}"
-            # replicas advanced by one process share a batch folder, fixed by the index and the batch size
-            rel = name if per_process == 1 else f"batch.{index // per_process:03d}/{name}"
-            task_dir = work_dir / rel
-            entries.append({"dir": rel, "family": family, "temperature": float(temperature)})
-            task = {
-                "models": [str(Path(m).resolve()) for m in models],
-                "driver": None if driver is None else str(Path(driver).resolve()),
-                "system": dataclasses.asdict(system),
-                "family": family,
-                "temperature": float(temperature),
-                "seed": settings.seed + 1000 * iteration + index,
-                **{k: getattr(settings, k) for k in (
-                    "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
-                    "abort_deviation", "min_distance", "score_every")},
-            }
-            if (task_dir / "result.json").is_file():
-                if differs := changed_keys(task_dir, task):
-                    stale.append(f"{rel} ({', '.join(differs)})")
-            else:
-                task_dir.mkdir(parents=True, exist_ok=True)
-                write_structure(start, task_dir / "start.extxyz")
-                atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
-                pending.append((rel, len(start)))
-            index += 1
+        matrix += [(family_name(spec), start, temperature) for temperature in settings.temperatures_of(section)]
+    per_process = settings.replicas_per_process(machine.parallel_jobs)
+    batch_of = balanced_batches([len(start) for _, start, _ in matrix], per_process)
+    for index, (family, start, temperature) in enumerate(matrix):
+        name = f"traj.{index:03d}"
+        # replicas advanced by one process share a batch folder, fixed by the matrix and the batch size
+        rel = name if per_process == 1 else f"batch.{batch_of[index]:03d}/{name}"
+        task_dir = work_dir / rel
+        entries.append({"dir": rel, "family": family, "temperature": float(temperature)})
+        task = {
+            "models": [str(Path(m).resolve()) for m in models],
+            "driver": None if driver is None else str(Path(driver).resolve()),
+            "system": dataclasses.asdict(system),
+            "family": family,
+            "temperature": float(temperature),
+            "seed": settings.seed + 1000 * iteration + index,
+            **{k: getattr(settings, k) for k in (
+                "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
+                "abort_deviation", "min_distance", "score_every")},
+        }
+        if (task_dir / "result.json").is_file():
+            if differs := changed_keys(task_dir, task):
+                stale.append(f"{rel} ({', '.join(differs)})")
+        else:
+            task_dir.mkdir(parents=True, exist_ok=True)
+            write_structure(start, task_dir / "start.extxyz")
+            atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
+            pending.append((rel, len(start)))
     if stale:
         raise UserError(f"{work_dir} holds finished MD of other settings: {'; '.join(stale[:3])}"
                         f"{' ...' if len(stale) > 3 else ''}; use a new output folder or remove those")
