@@ -1,64 +1,51 @@
 """The analysis on a short real MD: CHGNet + ASE Langevin of Li0.5FePO4 (1x2x2, 16 Fe, 8 Li removed).
 
 The cell is the repository's reference (``tests/data``: built by ``lfpo_al.structures``, relaxed with
-CHGNet). Instantaneous per-Fe mean Fe-O bonds at 600 K overlap between the two valences (2.00-2.26 A),
+CHGNet); its 0.3 ps run is stored beside it (``tests/chgnet_md.py``) and checked against a fresh run of its
+first steps. Instantaneous per-Fe mean Fe-O bonds at 600 K overlap between the two valences (2.00-2.26 A),
 so the checks are on what the analysis actually classifies -- time-averaged and smoothed bonds -- and
 the bimodality of each is reported rather than assumed. CHGNet's own magnetic moments are the
 independent witness of which Fe is Fe3+.
 """
 
-import warnings
-
 import ase.io
 import numpy as np
 import pytest
 
-from conftest import DATA
+from chgnet_md import N_STEPS, START, TEMPERATURE, TIMESTEP_FS, load_stored, run_chgnet_md
 from lfpo_al.analysis.events import running_mean
 from lfpo_al.analysis.pipeline import analyze_trajectory
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import Trajectory
 
-N_STEPS, TIMESTEP_FS, TEMPERATURE = 150, 2.0, 600.0
+FRESH_STEPS = 8
 
 
 @pytest.fixture(scope="module")
 def chgnet_md():
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    import torch
-
-    warnings.filterwarnings("ignore")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy 2-core machine one intra-op thread is several times faster
-    atoms = ase.io.read(DATA / "li05fepo4_1x2x2_chgnet_relaxed.extxyz")
-    atoms.calc = CHGNetCalculator(use_device="cpu")
-    rng = np.random.default_rng(0)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE, rng=rng)
-    dyn = Langevin(atoms, timestep=TIMESTEP_FS * units.fs, temperature_K=TEMPERATURE, friction=0.02 / units.fs, rng=rng)
-    positions, magmoms = [atoms.positions.copy()], []
-
-    def record():
-        positions.append(atoms.positions.copy())
-        magmoms.append(np.abs(atoms.calc.results["magmoms"]))
-
-    dyn.attach(record, interval=1)
-    try:
-        dyn.run(N_STEPS)
-    finally:
-        torch.set_num_threads(threads)
-    symbols = np.array(atoms.get_chemical_symbols())
-    traj = Trajectory(name="chgnet-600K", symbols=symbols, positions=np.array(positions, dtype=np.float32),
-                      cells=np.repeat(atoms.cell.array[None], len(positions), axis=0), frame_interval_fs=TIMESTEP_FS,
+    """The stored CHGNet run (``tests/chgnet_md.py``), as the analysis reads a trajectory."""
+    stored = load_stored()
+    atoms = ase.io.read(START)
+    positions = stored["positions"]
+    assert positions.shape == (N_STEPS + 1, len(atoms), 3) and stored["magmoms"].shape == (N_STEPS, len(atoms))
+    traj = Trajectory(name="chgnet-600K", symbols=np.array(atoms.get_chemical_symbols()), positions=positions,
+                      cells=np.repeat(stored["cell"][None], len(positions), axis=0), frame_interval_fs=TIMESTEP_FS,
                       temperature=TEMPERATURE, info={"li_order": "random"},
                       initial_valence=atoms.arrays.get("valence"))
-    return traj, np.array(magmoms)
+    return traj, stored["magmoms"]
 
 
-@pytest.mark.slow
+def test_stored_md_is_what_chgnet_runs_now():
+    """The first steps rerun with CHGNet from the same start and seed land where the stored run has them:
+    the analysis below reads CHGNet's own dynamics, not a file that drifted from it."""
+    stored, fresh = load_stored(), run_chgnet_md(FRESH_STEPS)
+    moved = np.abs(fresh["positions"][-1] - fresh["positions"][0]).max()
+    assert moved > 0.01  # the atoms move: the comparison below is not of the start with itself
+    np.testing.assert_allclose(fresh["positions"], stored["positions"][:FRESH_STEPS + 1], atol=1e-3)
+    np.testing.assert_allclose(fresh["magmoms"], stored["magmoms"][:FRESH_STEPS], atol=1e-3)
+    np.testing.assert_allclose(fresh["cell"], stored["cell"], atol=1e-6)
+
+
 def test_chgnet_md_bimodal_and_charge_balanced(chgnet_md, load_system):
     """Measured (0.3 ps, 600 K): valley/peak of the smoothed bonds ~0.57 (bimodal), of the instantaneous
     ones ~0.81 (not bimodal by the 0.8 rule), d* ~2.12 A, Fe3+ per frame 8.3 on average (7-10) for a

@@ -53,8 +53,6 @@ def test_settings_refuse_a_student_compress_cannot_tabulate():
         DistillSettings(descriptor={"type": "se_e2_a"}, md_steps=0, **base)
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("tiny_members")
 def test_student_input_names_its_data_by_absolute_path(tmp_path, monkeypatch):
     from lfpo_al.distill.step import student_input
 
@@ -64,6 +62,8 @@ def test_student_input_names_its_data_by_absolute_path(tmp_path, monkeypatch):
     assert systems["training"]["training_data"]["systems"] == [str(tmp_path / "runs/x/distill/data/train/LiFePO4")]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("tiny_members")  # shares the session's trained members (conftest)
 def test_distill_tiny_real_run(tmp_path, tiny_members, machine):
     """Teacher: a tiny fine-tuned member. MD, batched labels, dp train + freeze + compress, dynamics against
     the teacher, the report; a rerun trains nothing; the student then drives MD that the ensemble scores."""
