@@ -23,7 +23,8 @@ N_STEPS, TIMESTEP_FS, TEMPERATURE = 150, 2.0, 600.0
 
 
 def run_chgnet_md(n_steps: int) -> dict[str, np.ndarray]:
-    """Positions of the start and every step (A), CHGNet's |magnetic moments| of every step (muB), the cell."""
+    """Positions of the start, then of every step from step 0 (ASE's observers run at step 0 too), in A;
+    CHGNet's |magnetic moments| of every step from step 0 (muB); the cell."""
     import torch
     from ase import units
     from ase.md.langevin import Langevin

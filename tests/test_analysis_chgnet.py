@@ -27,7 +27,7 @@ def chgnet_md():
     stored = load_stored()
     atoms = ase.io.read(START)
     positions = stored["positions"]
-    assert positions.shape == (N_STEPS + 1, len(atoms), 3) and stored["magmoms"].shape == (N_STEPS, len(atoms))
+    assert positions.shape == (N_STEPS + 2, len(atoms), 3) and stored["magmoms"].shape == (N_STEPS + 1, len(atoms))
     traj = Trajectory(name="chgnet-600K", symbols=np.array(atoms.get_chemical_symbols()), positions=positions,
                       cells=np.repeat(stored["cell"][None], len(positions), axis=0), frame_interval_fs=TIMESTEP_FS,
                       temperature=TEMPERATURE, info={"li_order": "random"},
@@ -41,8 +41,8 @@ def test_stored_md_is_what_chgnet_runs_now():
     stored, fresh = load_stored(), run_chgnet_md(FRESH_STEPS)
     moved = np.abs(fresh["positions"][-1] - fresh["positions"][0]).max()
     assert moved > 0.01  # the atoms move: the comparison below is not of the start with itself
-    np.testing.assert_allclose(fresh["positions"], stored["positions"][:FRESH_STEPS + 1], atol=1e-3)
-    np.testing.assert_allclose(fresh["magmoms"], stored["magmoms"][:FRESH_STEPS], atol=1e-3)
+    np.testing.assert_allclose(fresh["positions"], stored["positions"][:FRESH_STEPS + 2], atol=1e-3)
+    np.testing.assert_allclose(fresh["magmoms"], stored["magmoms"][:FRESH_STEPS + 1], atol=1e-3)
     np.testing.assert_allclose(fresh["cell"], stored["cell"], atol=1e-6)
 
 
