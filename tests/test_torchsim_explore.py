@@ -81,6 +81,7 @@ def test_a_batch_of_one_runs_in_its_trajectory_folder(tiny_members, machine, loa
     assert entry["dir"] == "traj.000" and entry["n_frames"] == 3 and entry["stop_reason"] is None
 
 
+@pytest.mark.slow
 def test_one_model_call_per_step_and_size_and_each_replica_at_its_temperature(tiny_members, load_system, tmp_path,
                                                                               monkeypatch):
     """3 replicas (26 and 28 atoms) over 200 steps: one driver call per step for all three, and the 300 K

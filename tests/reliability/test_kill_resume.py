@@ -1,13 +1,13 @@
 """Fault injection: ``train`` SIGKILLed at every step boundary, resumed each time by the same command.
 
-A real tiny run of two iterations (starter DPA-2, ASE MD, CHGNet labels through dpdispatcher) is killed, with its whole
-process group, in the middle of each long step (the set-up's two labelings, train, explore, label,
-validate) by a SIGKILL from outside, a second after that step's folder appears (for label: after its first
-task result is home while others still run), and right after each step
-that the next step is not killed inside (``LFPO_AL_KILL_AT_RECORDS``: the n-th record line). Every step
-boundary is thus crossed by a resume: a kill inside a step leaves the steps before it done, so the resume
-starts that step from their files, as a kill right after them would. The same command then resumes it;
-its last start runs iteration 1 on from the resumed iteration 0. The run is compared with the session's
+A real tiny run of two iterations (starter DPA-2, ASE MD, CHGNet labels through dpdispatcher) is killed,
+with its whole process group, in the middle of each long step (the set-up's two labelings, train,
+explore, label, validate) by a SIGKILL from outside, a second after that step's folder appears (for
+label: after its first task result is home while others still run), and right after each step that the
+next step is not killed inside (``LFPO_AL_KILL_AT_RECORDS``: the n-th record line). Every step boundary
+of the set-up and iteration 0 is thus crossed by a resume: a kill inside a step leaves the steps before
+it done, so the resume starts that step from their files, as a kill right after them would. The last
+start runs iteration 1 on from the resumed iteration 0. The run is compared with the session's
 uninterrupted run of the same config (``finished_run``, conftest):
 - every resume goes on from the record (no finished step is redone) and the run finishes;
 - no finished label task is run again (its output's mtime and bytes are unchanged);
