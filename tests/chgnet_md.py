@@ -60,6 +60,7 @@ def load_stored() -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
+    output = Path(sys.argv[1]) if len(sys.argv) > 1 else STORED
     run = run_chgnet_md(N_STEPS)
-    np.savez_compressed(sys.argv[1] if len(sys.argv) > 1 else STORED, **run)
-    print(f"{N_STEPS} steps of {run['positions'].shape[1]} atoms -> {STORED}")
+    np.savez_compressed(output, **run)
+    print(f"{N_STEPS} steps of {run['positions'].shape[1]} atoms -> {output}")

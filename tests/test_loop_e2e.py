@@ -15,14 +15,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY_RUN, start_train
+from conftest import ROOT, TINY_RUN, run_cli, start_train
 
 pytestmark = pytest.mark.xdist_group("finished_run")  # the session's finished run (conftest)
-
-
-def status(runs_dir, run_name):
-    return subprocess.run([sys.executable, "-m", "lfpo_al", "status", f"run_name={run_name}", f"runs_dir={runs_dir}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -46,7 +41,7 @@ def test_a_finished_run_has_every_iterations_outputs(finished_run):
     assert sorted(p.name for p in (run / "final").glob("*.pth")) == ["model.000.pth", "model.001.pth"]
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb")), "no offline W&B run files"
     assert "final ensemble" in out
-    shown = status(run.parent, run.name)
+    shown = run_cli("status", f"run_name={run.name}", f"runs_dir={run.parent}")
     assert shown.returncode == 0 and "finished" in shown.stdout
 
 
@@ -81,7 +76,7 @@ def test_a_copied_run_folder_resumes_where_it_now_is(finished_run, tmp_path):
         moved = subprocess.run([sys.executable, "-m", "lfpo_al", "train", *elsewhere],
                                cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert moved.returncode == 0, moved.stdout[-2000:] + moved.stderr[-2000:]
-        shown = status(copy_root, "moved")
+        shown = run_cli("status", "run_name=moved", f"runs_dir={copy_root}")
         assert shown.returncode == 0 and f"final models in {copy_root / 'moved' / 'final'}" in shown.stdout
         assert not run.exists(), "resuming the copy recreated the original run folder"
     finally:

@@ -82,6 +82,7 @@ def label_outputs(run: Path) -> dict[str, tuple[int, bytes]]:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_killed_at_every_step_boundary_resumes_to_the_uninterrupted_result(finished_run, tmp_path):
+    assert AFTER_STEP == ["test_set", "explore", "validate"]
     reference, _ = finished_run
     assert done_steps(reference) == STEPS + ITERATION + ["final"]
 
@@ -116,7 +117,6 @@ def test_killed_at_every_step_boundary_resumes_to_the_uninterrupted_result(finis
             assert done_steps(run) == STEPS[:n]
     last = train(tmp_path / "killed", tmp_path / "killed.last.log")
     assert last.wait(timeout=1200) == 0, (tmp_path / "killed.last.log").read_text()[-3000:]
-    assert AFTER_STEP == ["test_set", "explore", "validate"]
     assert len(kills) == len(AFTER_STEP) + len(MID_STEP)
     assert done_steps(run) == STEPS + ITERATION + ["final"]  # every step recorded once: none redone
 
