@@ -29,7 +29,7 @@ def test_programmed_flips_and_hops_recovered_exactly(load_system, seed):
     assert row["n_fe_flips"] == 10 and row["n_li_hops"] == 3 and row["trusted_fraction"] is None
     assert row["fe_flip_rate_per_fe_per_ps"] == pytest.approx(10 / (16 * 11.99))
     assert row["li_hop_rate_per_li_per_ps"] == pytest.approx(3 / (8 * 11.99))
-    assert row["threshold_source"] == "valley" and row["bimodality_smoothed"]["bimodal"]
+    assert row["threshold_source"] == "charge balance" and row["valence_resolved"] and row["valence_fit"]["separation"] > 5
     assert row["m3_expected"] == 8 and row["m3_min"] == row["m3_max"] == 8  # charge balance in every frame
     assert row["li_site_residual_ang"] < 0.05
 
@@ -42,7 +42,8 @@ def test_default_smoothing_keeps_events_and_dates_them_within_the_window(load_sy
     assert [f[1:] for f in sorted(flips, key=lambda f: f[1:])] == [t[1:] for t in sorted(truth.flips, key=lambda f: f[1:])]
     offsets = [abs(a[0] - b[0]) for a, b in zip(sorted(flips, key=lambda f: f[1:]), sorted(truth.flips, key=lambda f: f[1:]))]
     assert max(offsets) <= 3 and hops == sorted(truth.hops)
-    assert set(result.row["fe_flip_rate_sensitivity"]) == {"smoothing_x0.5", "smoothing_x2", "hysteresis_x0.5", "hysteresis_x2"}
+    assert set(result.row["fe_flip_count_sensitivity"]) == {"smoothing_x0.5", "smoothing_x2", "core_width_x0.5",
+                                                            "core_width_x1.5", "dwell_x0.5", "dwell_x2"}
 
 
 def test_untrusted_segment_excluded_from_counts_and_time(load_system):
@@ -94,22 +95,21 @@ def test_expected_oxidised_and_settings_errors(load_system):
 def test_skip_drops_the_start_but_keeps_absolute_times(load_system):
     system = load_system("lfpo")
     traj, truth = synthetic_trajectory(system, (1, 2, 2), n_frames=1000, polaron_moves=4, li_hops=0, seed=7)
-    cut = (truth.flips[0][0] + truth.flips[2][0]) // 2  # after the first polaron move, before the second
+    cut = truth.flips[0][0] + 5  # just after the first polaron move: the next is a dwell (~50 frames) later
     result = analyze_trajectory(traj, system, AnalysisSettings(smoothing_fs=0, skip_fs=cut * 10.0), trust_level=None)
     later = [f for f in truth.flips if f[0] > cut]
     assert result.row["n_fe_flips"] == len(later) == 6 and result.row["n_frames"] == 1000 - cut
     assert sorted(np.round(result.time_ps(result.flips.frame) * 100).astype(int).tolist()) == sorted(f[0] for f in later)
 
 
-@pytest.mark.parametrize("name,hysteresis,cutoff", [("lfpo", 0.0275, 4.28), ("lmpo", 0.0425, 4.33)])
-def test_auto_lengths_come_from_the_system_config(load_system, name, hysteresis, cutoff):
-    """A quarter of the M2+/M3+ bond gap (LiFePO4 2.17 - 2.06 A), the midpoint of the first two M-M shells
-    (LiFePO4 3.87 and 4.69 A): a new chemistry brings its own lengths."""
-    resolved = AnalysisSettings().for_system(load_system(name))
-    assert (resolved.hysteresis_ang, resolved.pair_cutoff_ang) == (pytest.approx(hysteresis), pytest.approx(cutoff))
-    given = AnalysisSettings(hysteresis_ang=0.02, pair_cutoff_ang="4.1").for_system(load_system(name))
-    assert (given.hysteresis_ang, given.pair_cutoff_ang) == (0.02, 4.1)
+@pytest.mark.parametrize("name,cutoff", [("lfpo", 4.28), ("lmpo", 4.33)])
+def test_auto_lengths_come_from_the_system_config(load_system, name, cutoff):
+    """The midpoint of the first two M-M shells (LiFePO4 3.87 and 4.69 A): a new chemistry brings its own."""
+    assert AnalysisSettings().for_system(load_system(name)).pair_cutoff_ang == pytest.approx(cutoff)
+    assert AnalysisSettings(pair_cutoff_ang="4.1").for_system(load_system(name)).pair_cutoff_ang == 4.1
     with pytest.raises(UserError, match="analysis.pair_cutoff_ang='near' must be auto or a length"):
         AnalysisSettings(pair_cutoff_ang="near")
-    with pytest.raises(UserError, match="analysis.hysteresis_gap_fraction=0.6"):
-        AnalysisSettings(hysteresis_gap_fraction=0.6)
+    with pytest.raises(UserError, match="analysis.min_separation=0 must be a positive number"):
+        AnalysisSettings(min_separation=0)
+    with pytest.raises(UserError, match="analysis.threshold='valley'"):
+        AnalysisSettings(threshold="valley")

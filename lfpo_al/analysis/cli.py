@@ -158,8 +158,9 @@ def _track(tracking, out_dir: Path, run_name: str | None, summary: dict, cfg: Di
 
     tracker = Tracker(tracking, out_dir, f"{run_name or 'trajectories'}-analysis", to_plain(cfg))
     try:
-        columns = ["trajectory", "temperature_K", "n_frames", "duration_ps", "n_fe_flips", "n_li_hops",
-                   "fe_flip_rate_per_fe_per_ps", "li_hop_rate_per_li_per_ps", "trusted_fraction"]
+        columns = ["trajectory", "temperature_K", "n_frames", "duration_ps", "valence_resolved", "n_fe_flips",
+                   "fe_flips_noise_floor", "n_li_hops", "fe_flip_rate_per_fe_per_ps", "li_hop_rate_per_li_per_ps",
+                   "trusted_fraction"]
         tracker.table("analysis/runs", columns, [[row.get(c) for c in columns] for row in summary["runs"]])
         metrics = {}
         for kind, fit in (summary.get("arrhenius") or {}).items():
@@ -177,8 +178,15 @@ def _track(tracking, out_dir: Path, run_name: str | None, summary: dict, cfg: Di
 def _print_summary(summary: dict, out_dir: Path, metal: str) -> None:
     print(f"analysis written to {out_dir}")
     for r in summary["runs"]:
+        if r.get("valence_resolved") is False:
+            flips = f"{metal} valence NOT resolved, flip rate withheld"
+        else:
+            floor = r.get("fe_flips_noise_floor")
+            flips = (f"{r['n_fe_flips']} {metal} flips ({_fmt_ci(r['fe_flip_rate_per_fe_per_ps'], r.get('fe_flip_rate_ci'))}"
+                     f"/{metal}/ps; noise alone {_fmt(floor)})")
+        fit = r.get("valence_fit") or {}
         print(f"  {r['trajectory']}: {r['temperature_K']:g} K, {r['duration_ps']:.3g} ps, trusted {r['trusted_fraction']}, "
-              f"{r['n_fe_flips']} {metal} flips ({_fmt_ci(r['fe_flip_rate_per_fe_per_ps'], r.get('fe_flip_rate_ci'))}/{metal}/ps), "
+              f"D = {_fmt(fit.get('separation'))}, {flips}, "
               f"{r['n_li_hops']} Li hops ({_fmt_ci(r['li_hop_rate_per_li_per_ps'], r.get('li_hop_rate_ci'))}/Li/ps)")
     for kind, fit in (summary.get("arrhenius") or {}).items():
         if isinstance(fit, dict) and "ea_ev" in fit:

@@ -57,6 +57,21 @@ def pair_counts(times_ps: np.ndarray, columns: np.ndarray, signs: np.ndarray, di
     return opposite, same
 
 
+def shuffled_pair_counts(times_ps: np.ndarray, columns: np.ndarray, signs: np.ndarray, distances: np.ndarray,
+                         dt_edges: list[float], r_edges: list[float], shuffles: int = 20,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (N_opposite, N_same) over ``shuffles`` permutations of the flip times among the flips: the
+    table a run with the same flips, M and signs but no timing between them would give."""
+    rng = np.random.default_rng(seed)
+    shape = (len(dt_edges) - 1, len(r_edges) - 1)
+    opposite, same = np.zeros(shape), np.zeros(shape)
+    for _ in range(shuffles):
+        o, s = pair_counts(rng.permutation(np.asarray(times_ps)), columns, signs, distances, dt_edges, r_edges)
+        opposite += o
+        same += s
+    return opposite / shuffles, same / shuffles
+
+
 def ratio(opposite: np.ndarray, same: np.ndarray) -> np.ndarray:
     """R = N_opposite / N_same (NaN where no same-sign pair)."""
     with np.errstate(divide="ignore", invalid="ignore"):

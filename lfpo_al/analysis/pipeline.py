@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from lfpo_al.analysis import correlations, profiles, rates
 from lfpo_al.analysis.intervals import count_flag, poisson_ci, rate_interval
-from lfpo_al.analysis.events import Events, FlipParams, detect_flips, frames_for, histogram_valley, running_mean, site_hops
+from lfpo_al.analysis.events import Events, frames_for, site_hops
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.sites import li_site_keys, li_site_lattice
 from lfpo_al.analysis.trajectory import Trajectory
+from lfpo_al.analysis.valence_model import Valence, classify, moment_agreement
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import mean_bond_lengths
 
@@ -33,7 +34,9 @@ class RunResult:
     smooth: np.ndarray | None = None
     states: np.ndarray | None = None  # (nM, F) valence after smoothing and hysteresis
     threshold: float = 0.0
+    cores: tuple[float, float] = (0.0, 0.0)  # the gap between the basin cores a committed flip crosses
     pairs: tuple[np.ndarray, np.ndarray] | None = None
+    pairs_shuffled: tuple[np.ndarray, np.ndarray] | None = None  # mean over flip times shuffled among the flips
     profile: dict | None = None
     extra: dict = field(default_factory=dict)
 
@@ -55,35 +58,43 @@ def expected_oxidised(symbols: np.ndarray, system: OlivineSystem) -> float | Non
     return float(n3) if 0 <= n3 <= n_metal else None
 
 
-def choose_threshold(settings: AnalysisSettings, system: OlivineSystem, smooth: np.ndarray,
-                     frames: np.ndarray) -> tuple[float, str, dict]:
-    """(d*, where it came from, bimodality report of the smoothed bonds)."""
-    fallback = system.valence.bond_threshold
+def given_threshold(settings: AnalysisSettings, system: OlivineSystem) -> float | None:
+    """d* when the settings fix it (a length, or the system's); None: the run's own charge balance."""
     if isinstance(settings.threshold, float):
-        return settings.threshold, "config", {}
-    if settings.threshold == "system" or not len(frames):
-        return fallback, "system", {}
-    value, report = histogram_valley(_columns(smooth, frames), fallback, max_depth=settings.valley_max_depth)
-    return value, "valley" if report.get("bimodal") else "system (histogram not bimodal)", report
+        return settings.threshold
+    return system.valence.bond_threshold if settings.threshold == "system" else None
 
 
-def flip_params(settings: AnalysisSettings, dt_fs: float, smoothing_scale: float = 1.0, hysteresis_scale: float = 1.0) -> FlipParams:
-    return FlipParams(
-        smooth_frames=frames_for(settings.smoothing_fs * smoothing_scale, dt_fs, odd=True),
-        hysteresis=settings.hysteresis_ang * hysteresis_scale,
-        dwell_frames=frames_for(settings.min_dwell_fs, dt_fs) if settings.min_dwell_fs > 0 else 1,
-    )
+SENSITIVITY = (("smoothing_x0.5", {"smoothing_fs": 0.5}), ("smoothing_x2", {"smoothing_fs": 2.0}),
+               ("core_width_x0.5", {"core_width": 0.5}), ("core_width_x1.5", {"core_width": 1.5}),
+               ("dwell_x0.5", {"dwell_correlation_times": 0.5}), ("dwell_x2", {"dwell_correlation_times": 2.0}))
+SENSITIVITY_TOLERANCE = 0.2  # a count that moves more than this (and by more than 2) is detector-made
 
 
-def _sensitivity(bonds, threshold, settings, dt_fs, intervals, n_metal, duration_ps, rule) -> dict:
-    """Flip rate when smoothing or hysteresis is halved or doubled (a rate is only as good as these)."""
-    out = {}
-    for label, s_scale, h_scale in (("smoothing_x0.5", 0.5, 1), ("smoothing_x2", 2, 1),
-                                    ("hysteresis_x0.5", 1, 0.5), ("hysteresis_x2", 1, 2)):
-        events, _, _ = detect_flips(bonds, threshold, flip_params(settings, dt_fs, s_scale, h_scale),
-                                    reduced=rule.reduced, oxidised=rule.oxidised)
-        out[label] = rates.rate(int(rates.counted(events.frame, intervals).sum()), n_metal, duration_ps)
-    return out
+def _valence(bonds, settings: AnalysisSettings, system: OlivineSystem, dt: float, temperature, n_expected,
+             intervals: np.ndarray, scale: dict | None = None, with_floor: bool = True) -> tuple[Valence, int]:
+    """The run's valence with settings scaled by ``scale`` (sensitivity), and its counted flips."""
+    rule = settings.valence_rule()
+    scale = scale or {}
+    if "core_width" in scale or "dwell_correlation_times" in scale:
+        rule = replace(rule, core_width=rule.core_width * scale.get("core_width", 1.0),
+                       dwell_correlation_times=rule.dwell_correlation_times * scale.get("dwell_correlation_times", 1.0))
+    window = frames_for(settings.smoothing_fs * scale.get("smoothing_fs", 1.0), dt, odd=True)
+    valence = classify(bonds, window, dt, temperature, rule, n_expected, given_threshold(settings, system),
+                       system.valence.reduced, system.valence.oxidised, with_floor=with_floor)
+    return valence, int(rates.counted(valence.flips.frame, intervals).sum())
+
+
+def _sensitivity(bonds, settings, system, dt, temperature, n_expected, intervals, n_counted: int) -> tuple[dict, str | None]:
+    """Counted flips with each detector setting halved or doubled, and a flag when the count moves."""
+    counts = {label: _valence(bonds, settings, system, dt, temperature, n_expected, intervals, scale, False)[1]
+              for label, scale in SENSITIVITY}
+    moved = {k: v for k, v in counts.items() if abs(v - n_counted) > max(SENSITIVITY_TOLERANCE * n_counted, 2)}
+    flag = None
+    if moved:
+        flag = (f"{system.metal} flips: {n_counted} counted, but " + ", ".join(f"{v} with {k}" for k, v in moved.items())
+                + f" (> {SENSITIVITY_TOLERANCE:.0%}): the count depends on the detector")
+    return counts, flag
 
 
 def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: AnalysisSettings,
@@ -107,30 +118,43 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
     row: dict = {"trajectory": traj.name, "temperature_K": traj.temperature, "n_frames": int(n_frames),
                  "duration_ps": round(traj.duration_ps, 6)}
     flips, flips_counted, bonds, smooth, states = Events.empty(), np.zeros(0, bool), None, None, None
-    threshold = rule.bond_threshold
+    threshold, cores = rule.bond_threshold, (rule.bond_threshold, rule.bond_threshold)
     extra: dict = {}
+    resolved, withheld = True, []
     if len(metal):
         bonds = mean_bond_lengths(traj.positions, traj.cells, metal, oxygen, dtype=np.float32, metal_major=True)
-        params = flip_params(settings, dt)
-        smooth = running_mean(bonds, params.smooth_frames)
-        threshold, source, report = choose_threshold(settings, system, smooth, frames_for_hist)
-        flips, states, _ = detect_flips(bonds, threshold, params, smooth=smooth, reduced=rule.reduced, oxidised=rule.oxidised)
+        n_expected = expected_oxidised(traj.symbols, system)
+        valence, n_counted = _valence(bonds, settings, system, dt, traj.temperature, n_expected, intervals)
+        smooth, states, flips, threshold = valence.smooth, valence.states, valence.flips, valence.threshold
+        cores = valence.fit.core_edges(settings.core_width)
         flips_counted = rates.counted(flips.frame, intervals)
+        resolved = valence.resolved
         n_ox = (_columns(states, frames_for_hist) == rule.oxidised).sum(axis=0)
-        time_avg = _columns(bonds, frames_for_hist).mean(axis=1)
+        floor = valence.noise_floor
         extra.update(
-            threshold_ang=round(float(threshold), 5), threshold_source=source, bimodality_smoothed=report,
-            bimodality_instantaneous=histogram_valley(_columns(bonds, frames_for_hist), rule.bond_threshold,
-                                                      max_depth=settings.valley_max_depth)[1],
-            smoothing_frames=params.smooth_frames, hysteresis_ang=params.hysteresis, min_dwell_frames=params.dwell_frames,
-            m3_expected=expected_oxidised(traj.symbols, system),
+            valence_resolved=resolved, valence_criterion=valence.why,
+            valence_fit=valence.fit.as_dict(), threshold_ang=round(float(threshold), 5),
+            threshold_source=valence.threshold_source, smoothing_frames=frames_for(settings.smoothing_fs, dt, odd=True),
+            dwell_frames=valence.dwell_frames, mean_stay_fs=round(valence.mean_stay_fs, 1),
+            fe_flips_noise_floor=None if floor is None else round(floor, 2),
+            m3_expected=n_expected, m3_mixture=round(valence.fit.weight_ox * len(metal), 3),
             m3_mean=round(float(n_ox.mean()), 4) if len(n_ox) else None,
             m3_min=int(n_ox.min()) if len(n_ox) else None, m3_max=int(n_ox.max()) if len(n_ox) else None,
-            m3_time_averaged=int(np.sum(time_avg < threshold)),
+            moments=moment_agreement(traj.moments(metal), states, rule.oxidised, n_expected,
+                                     frames_for(settings.smoothing_fs, dt, odd=True),
+                                     oxidised_larger=system.valence.oxidised_moment_larger),
         )
+        if not resolved:
+            withheld.append(f"{system.metal} valence not resolved ({valence.why}): flip rate, Arrhenius point and "
+                            "flip pairs withheld")
+        elif floor is not None and n_counted and floor >= 0.5 * n_counted:
+            withheld.append(f"{system.metal} flips: {n_counted} counted, {floor:.1f} from noise alone (the run's own "
+                            "basin noise through the same detector)")
         if settings.sensitivity:
-            extra["fe_flip_rate_sensitivity"] = _sensitivity(bonds, threshold, settings, dt, intervals, len(metal),
-                                                             counted_ps, rule)
+            counts, flag = _sensitivity(bonds, settings, system, dt, traj.temperature, n_expected, intervals, n_counted)
+            extra["fe_flip_count_sensitivity"] = counts
+            if flag:
+                withheld.append(flag)
     hops, hops_counted = Events.empty(), np.zeros(0, bool)
     if len(li) and n_frames > 1:
         sites = li_site_lattice(system, traj.cells[0], traj.li_order)
@@ -142,14 +166,15 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
 
     n_flips, n_hops = int(flips_counted.sum()), int(hops_counted.sum())
     bounds = settings.intervals()
-    flip_ci = rate_interval(flips.frame[flips_counted], intervals, len(metal), dt, bounds) if len(metal) else None
+    flip_ci = (rate_interval(flips.frame[flips_counted], intervals, len(metal), dt, bounds)
+               if len(metal) and resolved else None)
     hop_ci = rate_interval(hops.frame[hops_counted], intervals, len(li), dt, bounds) if len(li) else None
     flip_bounds, hop_bounds = (None if c is None else c["ci"] for c in (flip_ci, hop_ci))
-    flags = [f for f in (count_flag(f"{system.metal} flips", n_flips, flip_bounds, f"/{system.metal}/ps", bounds),
+    flags = withheld + [f for f in (count_flag(f"{system.metal} flips", n_flips, flip_bounds, f"/{system.metal}/ps", bounds),
                          count_flag("Li hops", n_hops, hop_bounds, "/Li/ps", bounds)) if f]
     row.update(
         n_fe_flips=n_flips, n_li_hops=n_hops,
-        fe_flip_rate_per_fe_per_ps=rates.rate(n_flips, len(metal), counted_ps),
+        fe_flip_rate_per_fe_per_ps=rates.rate(n_flips, len(metal), counted_ps) if resolved else None,
         fe_flip_rate_ci=flip_bounds, fe_flip_rate_intervals=flip_ci,
         li_hop_rate_per_li_per_ps=rates.rate(n_hops, len(li), counted_ps),
         li_hop_rate_ci=hop_bounds, li_hop_rate_intervals=hop_ci,
@@ -162,21 +187,28 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
         **extra,
     )
     result = RunResult(row=row, flips=flips, flips_counted=flips_counted, hops=hops, hops_counted=hops_counted,
-                       metal=metal, li=li, frame_interval_fs=dt, first_frame=skip, threshold=threshold)
-    if len(metal) and len(flips):
+                       metal=metal, li=li, frame_interval_fs=dt, first_frame=skip, threshold=threshold,
+                       cores=cores)
+    if len(metal) and len(flips) and resolved:
         counted_flips = flips.select(flips_counted)
         dist = correlations.metal_distances(traj.positions[0, metal].astype(float), traj.cells[0])
-        result.pairs = correlations.pair_counts(result.time_ps(counted_flips.frame), counted_flips.column,
-                                                counted_flips.sign, dist, settings.pair_dt_bins_ps,
-                                                [0.0, settings.pair_cutoff_ang, np.inf])
+        r_edges = [0.0, settings.pair_cutoff_ang, np.inf]
+        times = result.time_ps(counted_flips.frame)
+        result.pairs = correlations.pair_counts(times, counted_flips.column, counted_flips.sign, dist,
+                                                settings.pair_dt_bins_ps, r_edges)
+        result.pairs_shuffled = correlations.shuffled_pair_counts(times, counted_flips.column, counted_flips.sign, dist,
+                                                                  settings.pair_dt_bins_ps, r_edges)
     axis = profiles.interface_axis(traj.li_order)
     if axis is not None and len(metal) and bonds is not None:
         result.profile = _profile(traj, system, settings, axis, metal, states, frames_for_hist, flips, flips_counted, counted_ps)
         row["interface"] = {k: result.profile[k] for k in ("interfacial", "bulk")} | {"axis": "abc"[axis]}
         for part in ("interfacial", "bulk"):
             layer = row["interface"][part]
-            layer["fe_flip_rate_ci"] = poisson_ci(layer["n_flips"], layer["n_m"] * counted_ps, bounds.level)
-            flag = count_flag(f"{system.metal} flips in the {part} layers", layer["n_flips"], layer["fe_flip_rate_ci"],
+            if not resolved:
+                layer["fe_flip_rate_per_fe_per_ps"] = None
+            layer["fe_flip_rate_ci"] = (poisson_ci(layer["n_flips"], layer["n_m"] * counted_ps, bounds.level)
+                                        if resolved else None)
+            flag = resolved and count_flag(f"{system.metal} flips in the {part} layers", layer["n_flips"], layer["fe_flip_rate_ci"],
                               f"/{system.metal}/ps", bounds)
             if flag:
                 row["flags"].append(flag)
@@ -204,8 +236,7 @@ def _profile(traj, system, settings, axis, metal, states, frames, flips, flips_c
 
 def _drop_head(traj: Trajectory, skip: int) -> Trajectory:
     """The trajectory without its first ``skip`` frames (equilibration)."""
-    from dataclasses import replace
-
     skip = min(skip, max(traj.n_frames - 2, 0))
     return replace(traj, positions=traj.positions[skip:], cells=traj.cells[skip:],
-                   deviation=None if traj.deviation is None else traj.deviation[skip:])
+                   deviation=None if traj.deviation is None else traj.deviation[skip:],
+                   magmoms=None if traj.magmoms is None else traj.magmoms[skip:])

@@ -73,32 +73,38 @@ def arrhenius_plot(series: dict[str, list[dict]], fits: dict[str, dict | None], 
 
 
 def bond_traces(time_ps: np.ndarray, bonds: np.ndarray, smooth: np.ndarray, labels: list[str],
-                threshold: float, delta: float, path: Path, title: str) -> Path:
+                threshold: float, cores: tuple[float, float], path: Path, title: str) -> Path:
     """Mean M-O bond length against time for a few M (rows of ``bonds``/``smooth``), raw and smoothed,
-    with d* and the hysteresis band (Fig. 1c)."""
+    with d* and the gap between the two basin cores a committed flip crosses (Fig. 1c)."""
     fig, axes = plt.subplots(len(labels), 1, figsize=(7, 1.6 * len(labels) + 0.6), sharex=True, squeeze=False)
     for ax, raw, smoothed, label in zip(axes[:, 0], bonds, smooth, labels):
         ax.plot(time_ps, raw, lw=0.4, color="0.6")
         ax.plot(time_ps, smoothed, lw=1.2, color="tab:blue")
         ax.axhline(threshold, color="k", lw=0.8)
-        ax.axhspan(threshold - delta, threshold + delta, color="tab:orange", alpha=0.15)
+        ax.axhspan(cores[0], cores[1], color="tab:orange", alpha=0.15)
         ax.set_ylabel(label, fontsize=8)
     axes[-1, 0].set_xlabel("time (ps)")
     axes[0, 0].set_title(title, fontsize=9)
     return save_figure(fig, path)
 
 
-def bond_histogram(bonds: np.ndarray, smooth: np.ndarray, threshold: float, report: dict, path: Path, title: str) -> Path:
-    """Histogram of instantaneous and smoothed mean M-O bonds with the threshold and the bimodality."""
+def bond_histogram(bonds: np.ndarray, smooth: np.ndarray, threshold: float, row: dict, path: Path, title: str) -> Path:
+    """Histogram of instantaneous and smoothed mean M-O bonds with d*, the two-state fit and its verdict."""
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     lo, hi = np.percentile(bonds, [0.1, 99.9])
     bins = np.linspace(lo, hi, 90)
     ax.hist(np.ravel(bonds), bins=bins, density=True, alpha=0.45, color="0.5", label="instantaneous")
     ax.hist(np.ravel(smooth), bins=bins, density=True, histtype="step", lw=1.5, color="tab:blue", label="smoothed")
     ax.axvline(threshold, color="k", label=f"d* = {threshold:.3f} A")
-    depth = report.get("depth")
-    ax.set_title(f"{title}\nbimodal: {report.get('bimodal', '-')}" + (f", valley depth {depth:.2f}" if depth is not None else ""),
-                 fontsize=8)
+    fit = row.get("valence_fit") or {}
+    if fit:
+        grid = np.linspace(lo, hi, 300)
+        for mu, sd, w in ((fit["centre_ox"], fit["width_ox"], fit["weight_ox"]), (fit["centre_red"], fit["width_red"], 1 - fit["weight_ox"])):
+            ax.plot(grid, w * np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), lw=0.8, ls="--", color="tab:red")
+    verdict = "resolved" if row.get("valence_resolved") else "NOT resolved: rates withheld"
+    barrier = fit.get("barrier_kt")
+    ax.set_title(f"{title}\nD = {fit.get('separation', float('nan')):.2f}, barrier "
+                 + (f"{barrier:.2f} kT" if barrier is not None else "-") + f"; {verdict}", fontsize=8)
     ax.set_xlabel("mean M-O bond (A)")
     ax.set_ylabel("density")
     ax.legend(fontsize=7)

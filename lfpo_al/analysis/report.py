@@ -95,15 +95,25 @@ def arrhenius_section(rows: list[dict], bounds: IntervalSettings) -> dict | None
             break
 
     def fit(rs, n_key, count_key):
-        return with_intervals(rates.arrhenius_from_points([(r["temperature_K"], r[count_key], r[n_key] * r["trusted_duration_ps"])
-                                                           for r in rs if r.get(n_key)]))
+        if count_key == "n_fe_flips":  # a flip count means something only where the valence is resolved
+            rs = [r for r in rs if r.get("valence_resolved", True)]
+        points = [(r["temperature_K"], r[count_key], r[n_key] * r["trusted_duration_ps"]) for r in rs if r.get(n_key)]
+        result = with_intervals(rates.arrhenius_from_points(points))
+        if result is not None:
+            result.update(seed_interval(points, bounds))
+            seeds = result["ea_ci_seeds_ev"]
+            result["ea_ci_counting_ev"] = result["ea_ci_ev"]
+            if seeds:
+                result["ea_ci_ev"] = [min(seeds[0], result["ea_ci_ev"][0]), max(seeds[1], result["ea_ci_ev"][1])]
+        return result
 
     def with_intervals(result):
         return None if result is None else fit_intervals(result, bounds)
 
     section = {"runs_used": name, "fe_flip": fit(chosen, "n_fe", "n_fe_flips"),
-               "li_hop": fit(chosen, "n_li", "n_li_hops")}
-    interfaces = [r for r in rows if _is_interface(r) and r.get("interface")]
+               "li_hop": fit(chosen, "n_li", "n_li_hops"),
+               "fe_flip_withheld": [r["trajectory"] for r in rows if r.get("valence_resolved") is False]}
+    interfaces = [r for r in rows if _is_interface(r) and r.get("interface") and r.get("valence_resolved", True)]
     if interfaces:
         section["fe_flip_interfacial"] = with_intervals(rates.arrhenius_from_points([
             (r["temperature_K"], r["interface"]["interfacial"]["n_flips"],
@@ -120,6 +130,31 @@ def arrhenius_section(rows: list[dict], bounds: IntervalSettings) -> dict | None
     return section
 
 
+def seed_interval(points: list[tuple[float, int, float]], bounds: IntervalSettings, samples: int = 1000) -> dict:
+    """Ea's interval with independent runs as the unit: runs resampled within each temperature, refitted.
+
+    Only where every temperature has two runs or more; the reported ``ea_ci_ev`` becomes the union of
+    this and the counting interval (runs that disagree more than their counts allow widen it)."""
+    by_t: dict[float, list[tuple[int, float]]] = {}
+    for t, n, e in points:
+        by_t.setdefault(float(t), []).append((int(n), float(e)))
+    if len(by_t) < 2 or min(len(v) for v in by_t.values()) < 2:
+        return {"ea_ci_seeds_ev": None, "runs_per_temperature": {f"{t:g}": len(v) for t, v in sorted(by_t.items())}}
+    rng = np.random.default_rng(bounds.seed)
+    eas = []
+    for _ in range(samples):
+        pooled = []
+        for t, runs in by_t.items():
+            pick = rng.integers(0, len(runs), len(runs))
+            pooled.append((t, sum(runs[i][0] for i in pick), sum(runs[i][1] for i in pick)))
+        fit = rates.arrhenius_from_points(pooled)
+        if fit is not None and fit["n_temperatures"] == len(by_t):
+            eas.append(fit["ea_ev"])
+    alpha = 1 - bounds.level
+    ci = [float(f"{v:.5g}") for v in np.quantile(eas, [alpha / 2, 1 - alpha / 2])] if len(eas) >= samples // 2 else None
+    return {"ea_ci_seeds_ev": ci, "runs_per_temperature": {f"{t:g}": len(v) for t, v in sorted(by_t.items())}}
+
+
 def statistical_flags(rows: list[dict], arrhenius: dict | None, settings: AnalysisSettings) -> list[str]:
     """Every thin-statistics flag of the runs and the main Arrhenius fits (per-family fits keep theirs)."""
     flags = [f"{r['trajectory']}: {flag}" for r in rows for flag in r.get("flags", [])]
@@ -129,6 +164,9 @@ def statistical_flags(rows: list[dict], arrhenius: dict | None, settings: Analys
     for kind, fit in (arrhenius or {}).items():
         if kind != "by_family" and isinstance(fit, dict):
             flags += [f"Arrhenius {kind}: {flag}" for flag in fit["flags"]]
+    if arrhenius and arrhenius.get("fe_flip_withheld"):
+        flags.append(f"Arrhenius fe_flip: {len(arrhenius['fe_flip_withheld'])} run(s) left out, valence not resolved: "
+                     + ", ".join(arrhenius["fe_flip_withheld"]))
     return flags
 
 
@@ -150,12 +188,18 @@ def pair_section(results: list[RunResult], settings: AnalysisSettings, out_dir: 
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    shuffled_opp = sum((res.pairs_shuffled[0] for res in results if res.pairs_shuffled is not None), np.zeros(shape))
+    shuffled_same = sum((res.pairs_shuffled[1] for res in results if res.pairs_shuffled is not None), np.zeros(shape))
     r = correlations.ratio(total_opp, total_same)
+    control = correlations.ratio(shuffled_opp, shuffled_same)
     table = {"dt_edges_ps": dt_edges, "r_edges_ang": [0.0, settings.pair_cutoff_ang, None],
              "n_opposite": total_opp.tolist(), "n_same": total_same.tolist(),
              "ratio": [[None if np.isnan(v) else round(float(v), 4) for v in line] for line in r],
              "ratio_ci": [[ratio_interval(int(a), int(b), settings.interval_level) for a, b in zip(la, lb)]
-                          for la, lb in zip(total_opp, total_same)], "interval_level": settings.interval_level}
+                          for la, lb in zip(total_opp, total_same)], "interval_level": settings.interval_level,
+             # the same flips with their times shuffled among them: what the ratio is without any timing
+             "ratio_time_shuffled": [[None if np.isnan(v) else round(float(v), 4) for v in line] for line in control],
+             "runs_withheld": [res.row["trajectory"] for res in results if res.row.get("valence_resolved") is False]}
     return table, total_opp, total_same, r_edges
 
 
@@ -182,9 +226,9 @@ def run_figures(res: RunResult, settings: AnalysisSettings, system, fig_dir: Pat
         labels = [f"{system.metal}{res.metal[c]} ({counts[c]} flips)" for c in columns]
         time = np.arange(res.bonds.shape[1]) * res.frame_interval_fs / 1000.0
         paths.append(plots.bond_traces(time, res.bonds[columns], res.smooth[columns], labels, res.threshold,
-                                       res.row.get("hysteresis_ang", settings.hysteresis_ang),
-                                       fig_dir / f"bond_traces_{name}.png", f"{res.row['trajectory']}: mean M-O bonds"))
-        paths.append(plots.bond_histogram(res.bonds, res.smooth, res.threshold, res.row.get("bimodality_smoothed", {}),
+                                       res.cores, fig_dir / f"bond_traces_{name}.png",
+                                       f"{res.row['trajectory']}: mean M-O bonds"))
+        paths.append(plots.bond_histogram(res.bonds, res.smooth, res.threshold, res.row,
                                           fig_dir / f"bond_histogram_{name}.png", res.row["trajectory"]))
     if res.profile:
         paths.append(plots.interface_profile_plot(res.profile, fig_dir / f"interface_profile_{name}.png",

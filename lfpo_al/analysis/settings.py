@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from lfpo_al.analysis.intervals import IntervalSettings
+from lfpo_al.analysis.valence_model import ValenceRule
 from lfpo_al.errors import UserError
 
 
@@ -12,11 +14,14 @@ from lfpo_al.errors import UserError
 class AnalysisSettings:
     """Production MD with a final model (``run_name`` or ``model``) or existing ``trajectories``.
 
-    Valence: ``threshold`` is ``valley`` (d* at the valley of the trajectory's own histogram of smoothed
-    mean M-O bonds, the system's bond_threshold when that is not bimodal: deeper than
-    ``valley_max_depth``), ``system`` or a bond length in A. Flips: running mean over ``smoothing_fs``,
-    hysteresis +-``hysteresis_ang`` about d* (``auto``: ``hysteresis_gap_fraction`` of the system's
-    M(reduced)-M(oxidised) bond-length gap), optional ``min_dwell_fs``. Li hops: a change of nearest
+    Valence (``lfpo_al.analysis.valence_model``): running mean over ``smoothing_fs``, a two-state fit
+    of each run's smoothed mean M-O bonds; ``threshold`` d* is ``charge_balance`` (the run's own
+    quantile that leaves the composition's M3+ count below it), ``system`` or a bond length in A. A flip
+    goes from one basin core (centre -/+ ``core_width`` widths) to the other and stays
+    ``dwell_correlation_times`` noise correlation times (at least ``min_dwell_fs``). A run's valence is
+    resolved when the basins are ``min_separation`` widths apart and a stay lasts ``min_persistence``
+    correlation times; otherwise its flip rate is withheld. ``noise_surrogates`` runs of the run's own
+    noise give the flips noise alone makes. Li hops: a change of nearest
     4a site that persists ``li_dwell_fs``. Trust: frames with max force deviation >= ``trust_level``
     (eV/A; ``auto``: the run's last calibrated trust_hi, else ``fallback_trust_level``) are untrusted;
     ``exclude_untrusted`` leaves their intervals out of counts and durations. Flip pairs: M closer than
@@ -48,12 +53,14 @@ class AnalysisSettings:
     trust_level: float | str = "auto"
     fallback_trust_level: float = 0.3
     exclude_untrusted: bool = True
-    threshold: float | str = "valley"
-    valley_max_depth: float = 0.8
+    threshold: float | str = "charge_balance"
     smoothing_fs: float = 100.0
-    hysteresis_ang: float | str = "auto"
-    hysteresis_gap_fraction: float = 0.25
+    core_width: float = 1.0
+    dwell_correlation_times: float = 5.0
     min_dwell_fs: float = 0.0
+    min_separation: float = 3.0
+    min_persistence: float = 10.0
+    noise_surrogates: int = 4
     li_dwell_fs: float = 200.0
     pair_cutoff_ang: float | str = "auto"
     pair_dt_bins_ps: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.5, 2.0, 10.0])
@@ -84,9 +91,10 @@ class AnalysisSettings:
             try:
                 self.threshold = float(self.threshold)
             except ValueError:
-                if self.threshold not in ("valley", "system"):
-                    raise UserError(f"analysis.threshold={self.threshold!r} must be valley, system or a bond length "
-                                    "in A") from None
+                if self.threshold not in ("charge_balance", "system"):
+                    raise UserError(f"analysis.threshold={self.threshold!r} must be charge_balance, system or a bond "
+                                    "length in A (valley is gone: a histogram valley that falls back to a config "
+                                    "value counted noise as flips)") from None
         if isinstance(self.trust_level, str):
             try:
                 self.trust_level = float(self.trust_level)
@@ -95,11 +103,13 @@ class AnalysisSettings:
                     raise UserError(f"analysis.trust_level={self.trust_level!r} must be auto or a deviation in eV/A") from None
         if not isinstance(self.trust_level, str) and self.trust_level <= 0:
             raise UserError(f"analysis.trust_level={self.trust_level} must be positive (eV/A)")
-        for key in ("hysteresis_ang", "pair_cutoff_ang"):
-            setattr(self, key, _auto_or_number(key, getattr(self, key)))
-        if not 0 < self.hysteresis_gap_fraction < 0.5:
-            raise UserError(f"analysis.hysteresis_gap_fraction={self.hysteresis_gap_fraction} must lie in (0, 0.5): "
-                            "a band as wide as the gap would join the two valence states")
+        self.pair_cutoff_ang = _auto_or_number("pair_cutoff_ang", self.pair_cutoff_ang)
+        for key in ("core_width", "dwell_correlation_times", "min_separation", "min_persistence"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise UserError(f"analysis.{key}={value!r} must be a positive number")
+        if not (isinstance(self.noise_surrogates, int) and self.noise_surrogates >= 0):
+            raise UserError(f"analysis.noise_surrogates={self.noise_surrogates!r} must be a whole number >= 0")
         for key in ("smoothing_fs", "min_dwell_fs", "li_dwell_fs", "skip_fs"):
             if getattr(self, key) < 0:
                 raise UserError(f"analysis.{key}={getattr(self, key)} must be >= 0")
@@ -109,12 +119,8 @@ class AnalysisSettings:
         if len(bins) < 2 or any(b1 <= b0 for b0, b1 in zip(bins, bins[1:])) or bins[0] < 0:
             raise UserError(f"analysis.pair_dt_bins_ps={self.pair_dt_bins_ps} must be >= 2 increasing edges from >= 0")
         self.pair_dt_bins_ps = bins
-        if self.hysteresis_ang != "auto" and self.hysteresis_ang < 0:
-            raise UserError(f"analysis.hysteresis_ang={self.hysteresis_ang} must be >= 0")
         if self.pair_cutoff_ang != "auto" and self.pair_cutoff_ang <= 0:
             raise UserError(f"analysis.pair_cutoff_ang={self.pair_cutoff_ang} must be positive")
-        if not 0 < self.valley_max_depth <= 1:
-            raise UserError(f"analysis.valley_max_depth={self.valley_max_depth} must be in (0, 1]")
         if self.md_record_every < 1 or self.md_steps < self.md_record_every:
             raise UserError(f"analysis.md_record_every={self.md_record_every} must be >= 1 and <= "
                             f"analysis.md_steps={self.md_steps}")
@@ -131,6 +137,11 @@ class AnalysisSettings:
             raise UserError(f"analysis.min_events={self.min_events} must be >= 1 and "
                             f"analysis.min_temperatures={self.min_temperatures} >= 2")
 
+    def valence_rule(self) -> ValenceRule:
+        return ValenceRule(core_width=self.core_width, dwell_correlation_times=self.dwell_correlation_times,
+                           min_dwell_fs=self.min_dwell_fs, min_separation=self.min_separation,
+                           min_persistence=self.min_persistence, noise_surrogates=self.noise_surrogates)
+
     def intervals(self) -> IntervalSettings:
         return IntervalSettings(level=self.interval_level, block_fs=self.bootstrap_block_fs,
                                 samples=self.bootstrap_samples, min_events=self.min_events,
@@ -141,8 +152,6 @@ class AnalysisSettings:
         from lfpo_al.structures.olivine import metal_shells
 
         resolved = {}
-        if self.hysteresis_ang == "auto":
-            resolved["hysteresis_ang"] = round(self.hysteresis_gap_fraction * system.valence.bond_gap, 4)
         if self.pair_cutoff_ang == "auto":
             resolved["pair_cutoff_ang"] = round(sum(metal_shells(system)) / 2, 3)
         return replace(self, **resolved) if resolved else self

@@ -29,35 +29,69 @@ class Truth:
     hops: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _contraction(atoms, system: OlivineSystem, metal: np.ndarray, oxygen: np.ndarray):
-    """Per M: its six O (atom indices) and their displacement when that octahedron alone is contracted."""
-    target = system.valence.bond_length[system.valence.oxidised]
+def _octahedra(atoms, metal: np.ndarray, oxygen: np.ndarray):
+    """Per M: its six O (atom indices), the M-O vectors and their mean length."""
     nearest, vectors = nearest_oxygen(atoms.positions, atoms.cell.array, metal, oxygen, 6)
-    mean = np.linalg.norm(vectors, axis=-1).mean(axis=1)
-    return oxygen[nearest], vectors * (target / mean[:, None, None] - 1.0)
+    return oxygen[nearest], vectors, np.linalg.norm(vectors, axis=-1).mean(axis=1)
+
+
+def breathing(n_frames: int, n_metal: int, amplitude_ang: float, time_fs: float, frame_interval_fs: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """(frames, metals) Ornstein-Uhlenbeck amplitudes: thermal breathing of each octahedron, std
+    ``amplitude_ang`` and correlation time ``time_fs``, stationary from the first frame."""
+    from scipy.signal import lfilter
+
+    if amplitude_ang <= 0:
+        return np.zeros((n_frames, n_metal), np.float32)
+    phi = float(np.exp(-frame_interval_fs / max(time_fs, 1e-9)))
+    kicks = rng.standard_normal((n_frames, n_metal)) * np.sqrt(1 - phi ** 2)
+    kicks[0] = rng.standard_normal(n_metal)
+    return (lfilter([1.0], [1.0, -phi], kicks, axis=0) * amplitude_ang).astype(np.float32)
 
 
 def synthetic_trajectory(system: OlivineSystem, supercell=(1, 2, 2), n_frames: int = 1000,
                          frame_interval_fs: float = 10.0, polaron_moves: int = 4, li_hops: int = 2,
                          excursions: int = 0, excursion_frames: int = 3, noise_ang: float = 0.01,
                          min_gap_frames: int = 60, seed: int = 0, wrap: bool = False,
-                         temperature: float = 600.0, li_order: str = "random") -> tuple[Trajectory, Truth]:
-    """A trajectory of a built x = 0.5 cell with programmed events at random, well separated frames."""
+                         temperature: float = 600.0, li_order: str = "random", bond_ang: dict | None = None,
+                         breathing_ang: float = 0.0, breathing_time_fs: float = 100.0,
+                         move_frames: list[int] | None = None) -> tuple[Trajectory, Truth]:
+    """A trajectory of a built x = 0.5 cell with programmed events at random, well separated frames.
+
+    ``bond_ang`` ({reduced: d, oxidised: d}) sets both basin centres (default: the lattice's own
+    octahedra for M2+, the system's M3+ bond length); equal values make one basin, in which a polaron
+    move changes nothing. ``breathing_ang`` / ``breathing_time_fs``: per-octahedron correlated bond
+    noise (see ``breathing``) on top of the white ``noise_ang`` of every atom. ``move_frames``: the
+    frames of the polaron moves (instead of ``polaron_moves`` random ones; ``min_gap_frames`` still
+    separates the Li events from them)."""
     rng = np.random.default_rng(seed)
     atoms = build_structure(system, BuildSpec(supercell=list(supercell), x=0.5, li_order=li_order, seed=seed, contract=False))
     symbols = np.array(atoms.get_chemical_symbols())
     metal, oxygen = np.flatnonzero(symbols == system.metal), np.flatnonzero(symbols == system.oxygen)
     li = np.flatnonzero(symbols == system.mobile_ion)
-    o_index, o_shift = _contraction(atoms, system, metal, oxygen)
-    oxidised = atoms.arrays["valence"][metal] == system.valence.oxidised
+    rule = system.valence
+    o_index, vectors, mean = _octahedra(atoms, metal, oxygen)
+    bond_ang = bond_ang or {}
+    red = float(bond_ang.get(rule.reduced, 0.0)) or None
+    ox = float(bond_ang.get(rule.oxidised, rule.bond_length[rule.oxidised]))
+    scale = {False: (0.0 if red is None else red / mean - 1.0), True: ox / mean - 1.0}
+    unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    oxidised = atoms.arrays["valence"][metal] == rule.oxidised
     cell = atoms.cell.array
 
-    n_events = polaron_moves + li_hops + excursions
     slots = np.arange(min_gap_frames, n_frames - min_gap_frames, min_gap_frames)
+    if move_frames is not None:
+        slots = np.array([s for s in slots if np.all(np.abs(np.asarray(move_frames) - s) >= min_gap_frames)], int)
+        polaron_moves = 0
+    n_events = polaron_moves + li_hops + excursions
     if n_events > len(slots):
         raise ValueError(f"{n_events} events do not fit in {n_frames} frames with gaps of {min_gap_frames}")
-    times = np.sort(rng.choice(slots, size=n_events, replace=False))
-    kinds = rng.permutation(["flip"] * polaron_moves + ["hop"] * li_hops + ["excursion"] * excursions)
+    times = list(rng.choice(slots, size=n_events, replace=False))
+    kinds = list(rng.permutation(["flip"] * polaron_moves + ["hop"] * li_hops + ["excursion"] * excursions))
+    if move_frames is not None:
+        times, kinds = times + [int(f) for f in move_frames], kinds + ["flip"] * len(move_frames)
+    order = np.argsort(times, kind="stable")
+    times, kinds = [int(times[i]) for i in order], [kinds[i] for i in order]
 
     sites = li_site_lattice(system, cell, li_order) @ cell
     li_pos = atoms.positions[li].copy()
@@ -98,9 +132,14 @@ def synthetic_trajectory(system: OlivineSystem, supercell=(1, 2, 2), n_frames: i
     configs = np.empty((len(states), len(atoms), 3))
     for c, state in enumerate(states):
         configs[c] = base
-        np.add.at(configs[c], o_index[state].ravel(), o_shift[state].reshape(-1, 3))
+        shift = vectors * np.where(state, scale[True], scale[False])[:, None, None]
+        np.add.at(configs[c], o_index.ravel(), shift.reshape(-1, 3))
     positions = configs.astype(np.float32)[config]
     positions[:, li] = li_tracks
+    if breathing_ang > 0:  # each octahedron's O move along its M-O bonds with the M's own amplitude
+        amplitude = breathing(n_frames, len(metal), breathing_ang, breathing_time_fs, frame_interval_fs, rng)
+        shift = amplitude[:, :, None, None] * unit[None].astype(np.float32)
+        np.add.at(positions, (slice(None), o_index.ravel()), shift.reshape(n_frames, -1, 3))
     positions += rng.standard_normal(size=positions.shape, dtype=np.float32) * np.float32(noise_ang)
     if wrap:
         frac = positions @ np.linalg.inv(cell).astype(np.float32)

@@ -21,6 +21,7 @@ from lfpo_al.structures.system import OlivineSystem
 
 log = logging.getLogger(__name__)
 MAX_DEVI_F = 4  # column of max_devi_f in deepmd's model_devi.out
+MOMENT_ARRAYS = ("teacher_magmom", "magmoms")  # per-atom moments a teacher's or DFT frames carry
 
 
 @dataclass
@@ -37,6 +38,11 @@ class Trajectory:
     deviation: np.ndarray | None = None
     initial_valence: np.ndarray | None = None
     path: str | None = None
+    magmoms: np.ndarray | None = None  # (F, N) |magnetic moments| (muB) where the frames carry them
+
+    def moments(self, columns: np.ndarray) -> np.ndarray | None:
+        """|m| of the chosen atoms as (atoms, frames), or None without moments."""
+        return None if self.magmoms is None else np.abs(self.magmoms[:, columns]).T
 
     @property
     def n_frames(self) -> int:
@@ -151,6 +157,8 @@ def load_trajectory(path: str | Path, system: OlivineSystem, frame_interval_fs: 
         temperature = float(frames[0].info["temperature"])
     steps = [a.info.get("step") for a in frames]
     initial = frames[0].arrays.get("valence")
+    moment_key = next((k for k in MOMENT_ARRAYS if all(k in a.arrays for a in frames)), None)
+    magmoms = None if moment_key is None else np.stack([a.arrays[moment_key] for a in frames]).astype(np.float32)
     if name is None:
         name = path.parent.name if path.stem in ("frames", "traj", "dump") else path.stem
     return Trajectory(
@@ -160,4 +168,5 @@ def load_trajectory(path: str | Path, system: OlivineSystem, frame_interval_fs: 
         temperature=None if temperature is None else float(temperature), info=info,
         deviation=read_deviation(path, steps if all(s is not None for s in steps) else None, len(frames)),
         initial_valence=None if initial is None else np.asarray(initial, dtype=int), path=str(path),
+        magmoms=None if magmoms is None or magmoms.shape != positions.shape[:2] else magmoms,
     )

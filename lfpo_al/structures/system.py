@@ -36,6 +36,11 @@ class ValenceRule:
             )
 
     @property
+    def oxidised_moment_larger(self) -> bool:
+        """Whether the oxidised metal carries the larger |m| (Fe3+ d5 over Fe2+ d6; not so for Mn)."""
+        return self.expected_magmom[self.oxidised] > self.expected_magmom[self.reduced]
+
+    @property
     def bond_gap(self) -> float:
         """Mean M-O bond length of M(reduced) minus that of M(oxidised), A: the valence signal's size."""
         return self.bond_length[self.reduced] - self.bond_length[self.oxidised]
