@@ -55,7 +55,7 @@ class AnalysisSettings:
     exclude_untrusted: bool = True
     threshold: float | str = "charge_balance"
     smoothing_fs: float = 100.0
-    core_width: float = 1.0
+    core_width: float = 0.5
     dwell_correlation_times: float = 5.0
     min_dwell_fs: float = 0.0
     min_separation: float = 3.0

@@ -38,7 +38,7 @@ KB_EV = 8.617333262e-5
 class ValenceRule:
     """The detector's settings in physical units (``analysis.*`` of the same names)."""
 
-    core_width: float = 1.0            # basin core: centre -/+ this many basin widths
+    core_width: float = 0.5            # basin core: centre -/+ this many basin widths
     dwell_correlation_times: float = 5.0
     min_dwell_fs: float = 0.0          # floor of the dwell
     min_separation: float = 3.0        # D below this: the two states are not separate
