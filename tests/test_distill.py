@@ -5,41 +5,59 @@ from pathlib import Path
 
 import pytest
 
-from lfpo_al.distill.gate import flip_check, gate_checks
+from lfpo_al.distill.gate import gate_checks
+from lfpo_al.validate.equivalence import case_verdicts, seed_difference, verdict, w1_verdict
 from lfpo_al.distill.settings import DistillSettings, GateSettings
 from lfpo_al.errors import UserError
 
-CASE = {"wasserstein_ang": 0.004, "wasserstein_teacher_seeds_ang": 0.009, "m3_population_rel_error": 0.05,
-        "flip_rate_ratio": {"ratio": 1.1, "low": 0.7, "high": 1.8}}
 ERRORS = {"compressed": {"energy_rmse_mev_per_atom": 1.0, "force_rmse_ev_per_ang": 0.03}}
+SEEDS = [{"resolved": True, "centre_ox": 2.085, "centre_red": 2.180, "m3": 4.0},
+         {"resolved": True, "centre_ox": 2.087, "centre_red": 2.182, "m3": 4.1}]
 
 
-def test_gate_passes_a_student_within_every_limit():
-    checks = gate_checks(ERRORS, {"c": CASE}, GateSettings(), "compressed")
-    assert [c["passed"] for c in checks] == [True] * 5
+def case(model=SEEDS, teacher=SEEDS, ratio=None, w1=0.002, noise=0.003):
+    ratio = ratio or {"ratio": 1.05, "low": 0.9, "high": 1.2}
+    return {"verdicts": case_verdicts(model, teacher, ratio, w1, noise, 2.0, GateSettings().targets())}
+
+
+def checks_of(dynamics, errors=ERRORS):
+    return {c["check"]: c["passed"] for c in gate_checks(errors, dynamics, GateSettings(), "compressed")}
+
+
+def test_gate_passes_only_what_is_shown_equivalent():
+    assert all(checks_of({"c": case()}).values())
 
 
 def test_gate_fails_each_limit_it_names():
     errors = {"compressed": {"energy_rmse_mev_per_atom": 3.0, "force_rmse_ev_per_ang": 0.2}}
-    bad = {**CASE, "wasserstein_ang": 0.02, "m3_population_rel_error": 0.3,
-           "flip_rate_ratio": {"ratio": 3.0, "low": 1.9, "high": 5.0}}
-    checks = gate_checks(errors, {"c": bad}, GateSettings(), "compressed")
-    assert [c["passed"] for c in checks] == [False] * 5
+    off = [dict(s, m3=s["m3"] + 2.0, resolved=False) for s in SEEDS]
+    checks = checks_of({"c": case(model=off, ratio={"ratio": 3.0, "low": 1.9, "high": 5.0}, w1=0.02)}, errors)
+    assert not any(checks.values()), checks
 
 
-def test_wasserstein_limit_is_the_teachers_own_seed_spread_when_larger():
-    checks = gate_checks(ERRORS, {"c": {**CASE, "wasserstein_ang": 0.008}}, GateSettings(), "compressed")
-    w1 = next(c for c in checks if c["check"].endswith("wasserstein_ang"))
-    assert w1["passed"] and w1["limit"] == 0.009
-    checks = gate_checks(ERRORS, {"c": {**CASE, "wasserstein_ang": 0.0095}}, GateSettings(), "compressed")
-    assert not next(c for c in checks if c["check"].endswith("wasserstein_ang"))["passed"]
+def test_an_interval_that_spans_the_tolerance_is_inconclusive_not_passed():
+    """Failing to reject agreement is not agreement: a ratio interval holding 1 but reaching beyond 1.3."""
+    verdicts = case(ratio={"ratio": 1.0, "low": 0.4, "high": 2.5})["verdicts"]
+    assert verdicts["flip_rate"]["verdict"] == "inconclusive"
+    assert not checks_of({"c": {"verdicts": verdicts}})["c: flip_rate"]
+    one_seed = case(model=SEEDS[:1], teacher=SEEDS[:1])["verdicts"]  # one seed a side: no interval at all
+    assert one_seed["m3_population"]["verdict"] == "inconclusive"
 
 
-def test_flip_check_reads_the_interval():
-    assert flip_check("f", {"ratio": None, "low": None, "high": None}, 1.3)["passed"]  # no flips either side
-    assert flip_check("f", {"ratio": 0.0, "low": 0.0, "high": 0.9}, 1.3)["passed"]  # interval reaches 1/1.3
-    assert not flip_check("f", {"ratio": 0.2, "low": 0.05, "high": 0.6}, 1.3)["passed"]
-    assert flip_check("f", {"ratio": 4.0, "low": 1.2, "high": None}, 1.3)["passed"]
+def test_a_w1_goal_below_the_teachers_seed_spread_is_unmeasurable():
+    w1 = case(w1=0.002, noise=0.012)["verdicts"]["wasserstein"]
+    assert w1["verdict"] == "unmeasurable" and "ps per seed would measure it" in w1["note"]
+    assert w1_verdict(0.002, 0.002, 0.005, 2.0)["verdict"] == "pass"
+    assert w1_verdict(0.02, 0.002, 0.005, 2.0)["verdict"] == "fail"
+
+
+def test_verdict_reads_the_interval_against_the_tolerance():
+    assert verdict([-0.1, 0.1], (-0.2, 0.2)) == "pass"
+    assert verdict([-0.1, 0.3], (-0.2, 0.2)) == "inconclusive"
+    assert verdict([0.3, 0.5], (-0.2, 0.2)) == "fail"
+    assert verdict(None, (-0.2, 0.2)) == "inconclusive"
+    diff, interval = seed_difference([1.0, 1.2], [1.1, 1.1])
+    assert diff == pytest.approx(0.0) and interval[0] < 0 < interval[1]
 
 
 def test_settings_refuse_a_student_compress_cannot_tabulate():

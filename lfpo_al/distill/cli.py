@@ -92,7 +92,8 @@ def distill(settings, system, explore, build_defaults, machine, teacher: Path, l
     if settings.compress:
         models["compressed"] = student
     errors = heldout_errors(teacher, models, cases, type_map, layout.heldout_data)
-    per_case, compared = compare_dynamics_cases(cases, system, settings.smoothing_fs, layout.dynamics)
+    per_case, compared = compare_dynamics_cases(cases, system, settings.smoothing_fs, layout.dynamics,
+                                                settings.gate.targets())
     dynamics_plot(compared, system.valence.oxidised, layout.root / "dynamics.png")
     used = "compressed" if settings.compress else "student"
     checks = gate_checks(errors, per_case, settings.gate, used)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lfpo_al.analysis.plots import save_figure  # noqa: E402
-from lfpo_al.loop.report import iteration_rows  # noqa: E402
+from lfpo_al.loop.report import VERDICT_LETTERS, iteration_rows  # noqa: E402
 from lfpo_al.loop.state import SETUP  # noqa: E402
 
 # (row key, axis label, target key in the validate settings)
@@ -25,6 +25,10 @@ PANELS = [
     ("dynamics_m3_rel_error", "M3+ population rel. error", "target_m3_population_rel_error"),
     ("dynamics_flip_rate_ratio", "flip-rate ratio model/teacher", "target_flip_rate_ratio"),
 ]
+
+
+PANEL_VERDICTS = {"dynamics_wasserstein_ang": "wasserstein", "dynamics_m3_rel_error": "m3_population",
+                  "dynamics_flip_rate_ratio": "flip_rate"}
 
 
 def curve_points(records: list[dict]) -> list[dict]:
@@ -39,6 +43,7 @@ def curve_points(records: list[dict]) -> list[dict]:
             point[key] = row.get(key)
         summary = row.get("dynamics_summary") or {}
         point["dynamics_m3_rel_error"] = summary.get("m3_population_rel_error")
+        point["verdicts"] = summary.get("verdicts") or {}
         # the teacher's seed-to-seed W1 of the cell with the worst W1 (older records: the largest of any cell)
         point["dynamics_noise_ang"] = summary.get("wasserstein_worst_cell_teacher_seeds_ang",
                                                   summary.get("wasserstein_teacher_seeds_ang"))
@@ -59,6 +64,10 @@ def learning_curve_plot(records: list[dict], path: Path, targets: dict | None = 
         ys = [p[key] for p in points]
         xs = [xi for xi, y in zip(x, ys) if y is not None]
         ax.plot(xs, [y for y in ys if y is not None], "o-", label="model")
+        for xi, y, p in zip(x, ys, points):  # the equivalence verdict beside each point: P, F, I or U
+            letter = VERDICT_LETTERS.get(p["verdicts"].get(PANEL_VERDICTS.get(key, "")), "")
+            if y is not None and letter:
+                ax.annotate(letter, (xi, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         if key == "dynamics_wasserstein_ang":
             noise = [(xi, p["dynamics_noise_ang"]) for xi, p in zip(x, points) if p["dynamics_noise_ang"] is not None]
             if noise:
@@ -71,5 +80,6 @@ def learning_curve_plot(records: list[dict], path: Path, targets: dict | None = 
         ax.set_xlabel("labels trained on")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    fig.suptitle("learning curve: each iteration's models against the labels they were trained on")
+    fig.suptitle("learning curve: each iteration's models against the labels they were trained on\n"
+                 "dynamics verdicts by equivalence: P pass, F fail, I inconclusive, U unmeasurable")
     return save_figure(fig, path)  # lays the figure out

@@ -84,5 +84,6 @@ class IterationRow:
     def flat(self) -> dict:
         """``{iter, selection counts and levels, label_<count>, validation metrics}``: the row of
         ``final/metrics.json`` and of the W&B history."""
+        verdicts = (self.validate.dynamics_summary or {}).get("verdicts") or {}
         return {"iter": self.iter, **asdict(self.select), **{f"label_{k}": v for k, v in asdict(self.label).items()},
-                **asdict(self.validate)}
+                **asdict(self.validate), **{f"dynamics_verdict_{k}": v for k, v in verdicts.items()}}

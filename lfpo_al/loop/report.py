@@ -20,7 +20,14 @@ COLUMNS = [
     ("rho", "spearman_rho", "{:.2f}"),
     ("W1 A", "dynamics_wasserstein_ang", "{:.4f}"),
     ("flips x", "dynamics_flip_rate_ratio", "{:.2f}"),
+    ("dynamics", "dynamics_verdict", "{}"),
 ]
+VERDICT_LETTERS = {"pass": "P", "fail": "F", "inconclusive": "I", "unmeasurable": "U"}
+
+
+def verdict_cell(verdicts: dict) -> str | None:
+    """Each dynamics check's verdict as a letter (P pass, F fail, I inconclusive, U unmeasurable)."""
+    return " ".join(f"{k}:{VERDICT_LETTERS.get(v, '?')}" for k, v in sorted(verdicts.items())) or None
 
 
 def iteration_rows(records: list[dict]) -> list[dict]:
@@ -40,6 +47,7 @@ def iteration_rows(records: list[dict]) -> list[dict]:
         if isinstance(outputs.get("dynamics_summary"), dict):  # held-out MD against the teacher's, worst case
             row["dynamics_wasserstein_ang"] = outputs["dynamics_summary"].get("wasserstein_ang")
             row["dynamics_flip_rate_ratio"] = outputs["dynamics_summary"].get("flip_rate_ratio")
+            row["dynamics_verdict"] = verdict_cell(outputs["dynamics_summary"].get("verdicts") or {})
     return [rows[k] for k in sorted(rows)]
 
 

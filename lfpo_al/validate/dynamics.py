@@ -1,15 +1,14 @@
 """Polaron dynamics of the model against its teacher, from trajectories that differ only in the forces.
 
 Per held-out structure and temperature, both sides are read by the analysis suite with the same
-smoothing, hysteresis and d*: the valley of the teacher's smoothed M-O histogram (seeds pooled; the
-system's ``bond_threshold`` when the teacher's is not bimodal), and compared on what the flip analysis
-reads:
-- M3+ population: mean and spread over frames against the count charge balance requires;
-- bimodality of the smoothed mean M-O histogram (valley depth; a blurred model has one peak);
+settings (each seed its own two-state fit and charge-balance d*), and compared on what it reads:
+- the valence model per seed: resolved or not, separation, basin centres, M3+ from the fit's weight;
 - 1-Wasserstein distance between the two smoothed M-O distributions (A), with the teacher's own
   seed-to-seed distance beside it where there are two seeds or more (the noise floor);
-- flip-rate ratio with an exact 95 % Poisson interval (conditional binomial, Clopper-Pearson);
-- M-O and Li-O radial distribution functions: relative L1 distance.
+- committed-flip rate ratio with an exact 95 % Poisson interval (conditional binomial, Clopper-Pearson),
+  withheld when either side's valence is not resolved;
+- M-O and Li-O radial distribution functions: relative L1 distance;
+- ``verdicts``: pass / fail / inconclusive / unmeasurable by equivalence (``validate.equivalence``).
 """
 
 from __future__ import annotations
@@ -18,11 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lfpo_al.analysis.events import histogram_valley
 from lfpo_al.analysis.pipeline import RunResult, analyze_trajectory
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import Trajectory
 from lfpo_al.structures.system import OlivineSystem
+from lfpo_al.validate import equivalence
+
+# tolerances of the verdicts where no target is set (a target set in validate.* replaces its own)
+DEFAULT_TOLERANCES = {"m3_rel": 0.10, "centre_ang": 0.01, "rate_factor": 1.5, "wasserstein_ang": None}
 
 RDF_MAX_ANG = 4.0
 RDF_BIN_ANG = 0.05
@@ -37,10 +39,8 @@ class SideRuns:
     results: list[RunResult]
 
     @classmethod
-    def analyse(cls, trajectories: list[Trajectory], system: OlivineSystem, smoothing_fs: float,
-                threshold: float | str = "system") -> "SideRuns":
-        settings = AnalysisSettings(threshold=threshold, smoothing_fs=smoothing_fs, sensitivity=False, plots=False,
-                                    li_dwell_fs=0.0)
+    def analyse(cls, trajectories: list[Trajectory], system: OlivineSystem, smoothing_fs: float) -> "SideRuns":
+        settings = AnalysisSettings(smoothing_fs=smoothing_fs, sensitivity=False, plots=False, li_dwell_fs=0.0)
         return cls(trajectories, [analyze_trajectory(t, system, settings, trust_level=None) for t in trajectories])
 
     def smoothed_bonds(self, seed: int | None = None) -> np.ndarray:
@@ -50,6 +50,12 @@ class SideRuns:
     def oxidised_counts(self, oxidised: int) -> list[np.ndarray]:
         """Per seed: the number of M3+ in each frame."""
         return [(r.states == oxidised).sum(axis=0) for r in self.results]
+
+    def valence(self) -> list[dict]:
+        """Per seed: the two-state model the analysis fitted."""
+        return [{"resolved": bool(r.row["valence_resolved"]), "separation": r.row["valence_fit"]["separation"],
+                 "centre_ox": r.row["valence_fit"]["centre_ox"], "centre_red": r.row["valence_fit"]["centre_red"],
+                 "m3": r.row["m3_mixture"]} for r in self.results]
 
     def flips_and_exposure(self) -> tuple[int, float]:
         """Counted flips and metal-picoseconds, pooled over seeds."""
@@ -119,15 +125,10 @@ def rdf_distance(model: np.ndarray, teacher: np.ndarray) -> float | None:
     return None if norm <= 0 else round(float(np.sum(np.abs(model - teacher)) / norm), 4)
 
 
-def _population(counts: list[np.ndarray]) -> dict:
-    pooled = np.concatenate(counts)
-    return {"mean": round(float(pooled.mean()), 4), "std": round(float(pooled.std()), 4),
-            "seed_means": [round(float(c.mean()), 4) for c in counts]}
-
-
-def _bimodality(values: np.ndarray, system: OlivineSystem) -> dict:
-    _, report = histogram_valley(values, system.valence.bond_threshold)
-    return {k: report.get(k) for k in ("bimodal", "depth", "peak_low", "peak_high")}
+def _population(side: SideRuns) -> dict:
+    """M3+ per cell from each seed's two-state fit (its oxidised weight): not forced by the threshold."""
+    seeds = [r.row["m3_mixture"] for r in side.results]
+    return {"mean": round(float(np.mean(seeds)), 4), "std": round(float(np.std(seeds)), 4), "seed_means": seeds}
 
 
 def _seed_spread(side: SideRuns) -> float | None:
@@ -140,19 +141,16 @@ def _seed_spread(side: SideRuns) -> float | None:
 
 
 def compare_trajectories(model: list[Trajectory], teacher: list[Trajectory], system: OlivineSystem,
-                         smoothing_fs: float) -> tuple[dict, SideRuns, SideRuns]:
-    """Both sides read with the teacher's d*; the metrics (``compare``) and the two analysed sides."""
-    first_pass = SideRuns.analyse(teacher, system, smoothing_fs)  # smoothing does not depend on d*
-    threshold, _ = histogram_valley(first_pass.smoothed_bonds(), system.valence.bond_threshold)
-    sides = [SideRuns.analyse(t, system, smoothing_fs, float(threshold)) for t in (model, teacher)]
-    return compare(*sides, system), sides[0], sides[1]
+                         smoothing_fs: float, targets: dict | None = None) -> tuple[dict, SideRuns, SideRuns]:
+    """Both sides read alike; the metrics (``compare``) and the two analysed sides."""
+    sides = [SideRuns.analyse(t, system, smoothing_fs) for t in (model, teacher)]
+    return compare(*sides, system, targets), sides[0], sides[1]
 
 
-def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem) -> dict:
+def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem, targets: dict | None = None) -> dict:
     """The dynamics metrics of one structure and temperature (``metrics.json`` entry)."""
-    rule = system.valence
     first = model.results[0].row
-    pop_model, pop_teacher = _population(model.oxidised_counts(rule.oxidised)), _population(teacher.oxidised_counts(rule.oxidised))
+    pop_model, pop_teacher = _population(model), _population(teacher)
     rel = (None if pop_teacher["mean"] == 0 else
            round(abs(pop_model["mean"] - pop_teacher["mean"]) / pop_teacher["mean"], 4))
     bonds_model, bonds_teacher = model.smoothed_bonds(), teacher.smoothed_bonds()
@@ -164,16 +162,25 @@ def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem) -> dict:
             rdf[f"rdf_{label}_distance"] = rdf_distance(g_model, g_teacher)
     n_model, exposure_model = model.flips_and_exposure()
     n_teacher, exposure_teacher = teacher.flips_and_exposure()
+    valence_model, valence_teacher = model.valence(), teacher.valence()
+    resolved = all(v["resolved"] for v in valence_model + valence_teacher)
+    ratio = rate_ratio(n_model, exposure_model, n_teacher, exposure_teacher) if resolved else {
+        "n_model": n_model, "n_teacher": n_teacher, "ratio": None, "low": None, "high": None,
+        "withheld": "valence not resolved on both sides"}
+    w1, w1_noise = round(wasserstein(bonds_model, bonds_teacher), 5), _seed_spread(teacher)
+    tolerances = {k: (targets or {}).get(k) if (targets or {}).get(k) is not None else v
+                  for k, v in DEFAULT_TOLERANCES.items()}
     return {
         "temperature_K": first["temperature_K"], "duration_ps": first["duration_ps"], "n_seeds": len(model.results),
         "n_metal": first["n_fe"], "m3_expected": first.get("m3_expected"), "threshold_ang": first.get("threshold_ang"),
         "m3_model": pop_model, "m3_teacher": pop_teacher, "m3_population_rel_error": rel,
-        "bimodality_model": _bimodality(bonds_model, system), "bimodality_teacher": _bimodality(bonds_teacher, system),
-        "wasserstein_ang": round(wasserstein(bonds_model, bonds_teacher), 5),
-        "wasserstein_teacher_seeds_ang": _seed_spread(teacher), "wasserstein_model_seeds_ang": _seed_spread(model),
-        "flip_rate_model_per_metal_ps": None if exposure_model <= 0 else round(n_model / exposure_model, 4),
-        "flip_rate_teacher_per_metal_ps": None if exposure_teacher <= 0 else round(n_teacher / exposure_teacher, 4),
-        "flip_rate_ratio": rate_ratio(n_model, exposure_model, n_teacher, exposure_teacher),
+        "valence_model": valence_model, "valence_teacher": valence_teacher,
+        "wasserstein_ang": w1, "wasserstein_teacher_seeds_ang": w1_noise, "wasserstein_model_seeds_ang": _seed_spread(model),
+        "flip_rate_model_per_metal_ps": None if exposure_model <= 0 or not resolved else round(n_model / exposure_model, 4),
+        "flip_rate_teacher_per_metal_ps": None if exposure_teacher <= 0 or not resolved else round(n_teacher / exposure_teacher, 4),
+        "flip_rate_ratio": ratio,
+        "verdicts": equivalence.case_verdicts(valence_model, valence_teacher, ratio, w1, w1_noise,
+                                              first["duration_ps"], tolerances),
         **rdf,
     }
 
@@ -195,5 +202,6 @@ def summarise(per_structure: dict[str, dict]) -> dict:
         "wasserstein_worst_cell_teacher_seeds_ang": worst_w1.get("wasserstein_teacher_seeds_ang") if worst_w1 else None,
         # the ratio farthest from 1 either way; a model without flips where the teacher has some is 0
         "flip_rate_ratio": worst(ratios, key=lambda v: abs(np.log(v)) if v > 0 else np.inf),
+        "verdicts": equivalence.worst([r["verdicts"] for r in rows if r.get("verdicts")]),
         "n_structures": len(rows),
     }

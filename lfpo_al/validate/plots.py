@@ -66,8 +66,9 @@ def dynamics_plot(compared: list[tuple[str, dict, object, object]], oxidised: in
         if metrics["m3_expected"] is not None:
             ax_t.axhline(metrics["m3_expected"], color="grey", lw=0.8, label="charge balance")
         ratio = metrics["flip_rate_ratio"]["ratio"]
-        ax_t.set(xlabel="time (ps)", ylabel="M3+ count",
-                 title=f"flip rate ratio {'n/a' if ratio is None else f'{ratio:.2f}'}")
+        rate = (metrics.get("verdicts") or {}).get("flip_rate", {}).get("verdict", "-")
+        ax_t.set(xlabel="time (ps)", ylabel="M3+ count (committed)",
+                 title=f"flip rate ratio {'withheld' if ratio is None else f'{ratio:.2f}'} ({rate})")
         ax_h.legend(fontsize=7)
         ax_t.legend(fontsize=7)
     return save_figure(fig, path)

@@ -108,7 +108,7 @@ def validate_step(
 
 
 def compare_dynamics_cases(cases: list[DynamicsCase], system: OlivineSystem, smoothing_fs: float,
-                           model_dir: Path) -> tuple[dict, list]:
+                           model_dir: Path, targets: dict | None = None) -> tuple[dict, list]:
     """Per case, the model's runs (in ``model_dir``) against the teacher's: metrics by case name, and
     (name, metrics, model side, teacher side) for the figure."""
     from lfpo_al.analysis.trajectory import load_trajectory
@@ -117,7 +117,7 @@ def compare_dynamics_cases(cases: list[DynamicsCase], system: OlivineSystem, smo
     for case in cases:
         read = lambda paths: [load_trajectory(p, system, key="validate.dynamics") for p in paths]  # noqa: E731
         metrics, model, teacher = compare_trajectories(read(case.model_paths(model_dir)), read(case.teacher_paths),
-                                                       system, smoothing_fs)
+                                                       system, smoothing_fs, targets)
         per_case[case.name] = metrics
         compared.append((case.name, metrics, model, teacher))
     return per_case, compared
@@ -125,12 +125,13 @@ def compare_dynamics_cases(cases: list[DynamicsCase], system: OlivineSystem, smo
 
 def compare_dynamics(cases: list[DynamicsCase], system: OlivineSystem, settings: ValidateSettings, out_dir: Path) -> dict:
     """Model against teacher per case (``dynamics``), their worst (``dynamics_summary``), ``dynamics.png``."""
-    per_case, compared = compare_dynamics_cases(cases, system, settings.dynamics.smoothing_fs, out_dir / DYNAMICS_DIR)
+    per_case, compared = compare_dynamics_cases(cases, system, settings.dynamics.smoothing_fs, out_dir / DYNAMICS_DIR,
+                                                settings.targets())
     dynamics_plot(compared, system.valence.oxidised, out_dir / "dynamics.png")
     summary = summarise(per_case)
-    log.info("validate dynamics: W1 %s A (teacher seeds %s), M3+ population error %s, flip rate ratio %s",
+    log.info("validate dynamics: W1 %s A (teacher seeds %s), M3+ population error %s, flip rate ratio %s; verdicts %s",
              summary["wasserstein_ang"], summary["wasserstein_teacher_seeds_ang"], summary["m3_population_rel_error"],
-             summary["flip_rate_ratio"])
+             summary["flip_rate_ratio"], summary["verdicts"])
     return {"dynamics": per_case, "dynamics_summary": summary}
 
 
