@@ -6,7 +6,7 @@ Builds a synthetic Li0.5FePO4 trajectory (``lfpo_al.analysis.synthetic``: 4x4x4 
 programmed polaron moves and Li hops, thermal noise), then times on one core (BLAS/OpenMP threads
 pinned to 1 before numpy loads):
 
-- fast: ``mean_bond_lengths`` (stack mode, float32) + smoothing/valley/hysteresis flips, and
+- fast: ``mean_bond_lengths`` (stack mode, float32) + the two-state valence model and committed flips, and
   separately the Li-hop detection (site keys + dwell filter);
 - naive: per frame, a pymatgen ``Structure.get_neighbors`` search around every M for its six O,
   classification and a per-frame state update -- on a few frames, extrapolated per frame.
@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="fast timings: best of this many runs")
     args = p.parse_args()
 
-    from lfpo_al.analysis.events import FlipParams, detect_flips, histogram_valley, running_mean, site_hops
+    from lfpo_al.analysis.events import site_hops
     from lfpo_al.analysis.sites import li_site_keys, li_site_lattice
     from lfpo_al.analysis.synthetic import synthetic_trajectory
     from lfpo_al.config import compose_config, instantiate_group
@@ -64,14 +64,12 @@ def main() -> None:
     print(f"trajectory: {traj.n_frames} frames x {len(traj.symbols)} atoms ({len(metal)} Fe, {len(li)} Li), "
           f"built in {time.perf_counter() - t0:.1f} s; programmed {len(truth.flips)} flips, {len(truth.hops)} hops")
 
-    params = FlipParams(smooth_frames=11, hysteresis=0.025)
+    from lfpo_al.analysis.valence_model import ValenceRule, classify
 
-    def flips_pipeline():
+    def flips_pipeline():  # the analysis's valence model: fit, intervals, committed flips, noise floor
         bonds = mean_bond_lengths(traj.positions, traj.cells, metal, oxygen, dtype=np.float32, metal_major=True)
-        smooth = running_mean(bonds, params.smooth_frames)
-        threshold, _ = histogram_valley(smooth, system.valence.bond_threshold)
-        events, _, _ = detect_flips(bonds, threshold, params, smooth=smooth)
-        return bonds, events
+        valence = classify(bonds, 11, args.frame_interval_fs, 600.0, ValenceRule(), len(metal) / 2)
+        return bonds, valence.flips
 
     def hops_pipeline():
         keys, _ = li_site_keys(traj.positions[:, li], traj.cells, li_site_lattice(system, traj.cells[0]))
@@ -105,7 +103,7 @@ def main() -> None:
     n = traj.n_frames
     rows = [("naive (pymatgen get_neighbors, per frame)", 1 / t_naive),
             ("fast: mean M-O bonds only (float32 stack)", n / t_bonds),
-            ("fast: bonds + smoothing + valley + flips", n / t_flips),
+            ("fast: bonds + two-state fit + committed flips", n / t_flips),
             ("fast: Li hops (sites + dwell)", n / t_hops),
             ("fast: all events (flips + Li hops)", n / (t_flips + t_hops))]
     print(f"\n{'method':<46}{'frames/s':>14}{'us/frame':>12}")

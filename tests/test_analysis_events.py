@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lfpo_al.analysis import correlations, rates
-from lfpo_al.analysis.events import (FlipParams, detect_flips, drop_short_runs, histogram_valley, hysteresis_states,
-                                     last_crossing, running_mean, site_hops, transitions)
+from lfpo_al.analysis.events import drop_short_runs, hysteresis_states, last_crossing, running_mean, site_hops, transitions
+from lfpo_al.analysis.valence_model import ValenceRule, classify, committed_flips, histogram, mixture_em
 from lfpo_al.analysis.sites import li_site_keys, li_site_lattice, unwrap_fractional
 from lfpo_al.structures import BuildSpec, build_structure, mean_bond_lengths
 
@@ -54,17 +54,17 @@ def test_flips_recovered_exactly_with_signs_and_crossing_dates():
             state, prev = new, frame
         bonds[col, prev:] = levels[state]
     bonds += 0.004 * rng.standard_normal(bonds.shape)
-    threshold = 0.5 * (levels[2] + levels[3])
-    events, states, smooth = detect_flips(bonds.astype(np.float32), threshold, FlipParams(smooth_frames=9, hysteresis=0.025))
+    # the programme holds 2.45 M3+ on average, not a charge-balanced count: d* from the mixture's crossing
+    valence = classify(bonds.astype(np.float32), 9, 10.0, 600.0, ValenceRule(), n_oxidised=None)
+    events, states = valence.flips, valence.states
     assert sorted(zip(events.frame.tolist(), events.column.tolist(), events.sign.tolist())) == sorted(truth)
-    assert states.dtype == np.int8 and states[1].tolist() == [3] * n_frames
-    # a transient dip into the band is no flip; with dwell filtering a short visit is merged away
-    bonds[1, 200:204] = 2.13  # inside the band d* +- 0.025
+    assert states.dtype == np.int8 and states[1].tolist() == [3] * n_frames and valence.resolved
+    # a transient visit to the other core is no flip unless it stays for the dwell
     blip = bonds.copy()
     blip[1, 400:405] = 2.17
-    ev, _, _ = detect_flips(blip, threshold, FlipParams(smooth_frames=1, hysteresis=0.025))
+    ev, _ = committed_flips(blip, valence.fit, ValenceRule(), valence.threshold, 1, 2, 3)
     assert sum(ev.column == 1) == 2
-    ev, _, _ = detect_flips(blip, threshold, FlipParams(smooth_frames=1, hysteresis=0.025, dwell_frames=10))
+    ev, _ = committed_flips(blip, valence.fit, ValenceRule(), valence.threshold, 10, 2, 3)
     assert sum(ev.column == 1) == 0
 
 
@@ -76,13 +76,15 @@ def test_last_crossing_and_transitions_order():
     assert last_crossing(signal, 2.10, events).tolist() == [3, 6]
 
 
-def test_histogram_valley_bimodal_and_unimodal():
+def test_two_state_fit_recovers_known_basins_and_finds_one_basin_unseparated():
     rng = np.random.default_rng(2)
-    bimodal = np.concatenate([rng.normal(2.06, 0.015, 5000), rng.normal(2.17, 0.015, 5000)])
-    value, report = histogram_valley(bimodal, 2.10)
-    assert report["bimodal"] and 2.10 < value < 2.13 and report["depth"] < 0.2
-    value, report = histogram_valley(rng.normal(2.12, 0.04, 10000), 2.10)
-    assert value == 2.10 and not report["bimodal"]
+    edges = np.linspace(1.9, 2.35, 601)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    bimodal = np.concatenate([rng.normal(2.085, 0.025, 6000), rng.normal(2.18, 0.03, 4000)])
+    mu0, mu1, s0, s1, w0 = mixture_em(centres, histogram(bimodal, edges), split=2.13)
+    assert (mu0, mu1, s0, s1) == pytest.approx((2.085, 2.18, 0.025, 0.03), abs=0.003) and w0 == pytest.approx(0.6, abs=0.01)
+    mu0, mu1, s0, s1, _ = mixture_em(centres, histogram(rng.normal(2.13, 0.04, 10000), edges), split=2.13)
+    assert (mu1 - mu0) / np.sqrt(0.5 * (s0 ** 2 + s1 ** 2)) < 2.5  # one Gaussian split in two: not separate
 
 
 def test_site_hops_need_persistence():

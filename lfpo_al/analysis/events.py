@@ -1,4 +1,4 @@
-"""Event detection over whole trajectories with array operations: polaron flips and Li hops.
+"""Event primitives over whole trajectories with array operations (the valence model and Li hops use them).
 
 Signals are (atoms, frames): one contiguous time series per atom, the layout in which running means
 and accumulations are fast. Nothing here loops over frames or atoms in Python:
@@ -148,76 +148,6 @@ def last_crossing(signal: np.ndarray, threshold: float, events: Events) -> np.nd
     pos = np.searchsorted(key, query, side="right") - 1
     found = (pos >= 0) & (key[np.maximum(pos, 0)] // n_frames == events.column)
     return np.where(found, key[np.maximum(pos, 0)] % n_frames, events.frame)
-
-
-@dataclass
-class FlipParams:
-    """Flip detection in frames: running-mean window, hysteresis half-width (A), minimum dwell."""
-
-    smooth_frames: int
-    hysteresis: float
-    dwell_frames: int = 1
-
-
-def valence_states(bonds: np.ndarray, threshold: float, params: FlipParams, smooth: np.ndarray | None = None,
-                   reduced: int = REDUCED, oxidised: int = OXIDISED) -> tuple[np.ndarray, np.ndarray]:
-    """(states (nM, F) int8, smoothed bonds) from mean M-O bonds (nM, F): smoothing, hysteresis, dwell."""
-    if smooth is None:
-        smooth = running_mean(bonds, params.smooth_frames)
-    states = hysteresis_states(smooth, threshold, params.hysteresis, low_state=oxidised, high_state=reduced)
-    return drop_short_runs(states, params.dwell_frames), smooth
-
-
-def detect_flips(bonds: np.ndarray, threshold: float, params: FlipParams, smooth: np.ndarray | None = None,
-                 reduced: int = REDUCED, oxidised: int = OXIDISED) -> tuple[Events, np.ndarray, np.ndarray]:
-    """Polaron flips of every M from bonds (nM, F): (events dated at the d* crossing, states, smoothed)."""
-    states, smooth = valence_states(bonds, threshold, params, smooth, reduced, oxidised)
-    events = transitions(states, up_state=oxidised)
-    events.frame = last_crossing(smooth, threshold, events)
-    return events.sorted(), states, smooth
-
-
-def histogram_valley(values: np.ndarray, fallback: float, bins: int | None = None, max_depth: float = 0.8,
-                     max_values: int = 1 << 18) -> tuple[float, dict]:
-    """Threshold at the valley of a bimodal bond-length histogram, with an honest bimodality report.
-
-    The two modes are the highest (3-bin smoothed) peaks on either side of ``fallback``; the valley is
-    the middle of the valley floor between them (bins within 5 % of the smaller peak of the lowest);
-    ``depth`` = valley / smaller peak (0: clean gap, 1: no dip). With one side empty or
-    ``depth > max_depth`` the fallback is returned and ``bimodal`` is false. At most ``max_values``
-    values (an even stride through the input) enter the histogram; ``bins`` defaults to sqrt(n)/1.5
-    within 20-80.
-    """
-    values = np.asarray(values).ravel()
-    if values.size > max_values:  # evenly strided subsample: a smoothed signal is correlated in time anyway
-        values = values[:: -(-values.size // max_values)]
-    values = values[np.isfinite(values)].astype(np.float64)
-    if bins is None:  # enough values per bin for a stable valley: 20 bins for 900 values, 80 from 14,400
-        bins = int(np.clip(np.sqrt(values.size) / 1.5, 20, 80))
-    report = {"fallback": float(fallback), "bins": int(bins), "n_values": int(values.size)}
-    if values.size < 10:
-        return float(fallback), {**report, "bimodal": False, "reason": "too few values"}
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    if hi <= lo:
-        return float(fallback), {**report, "bimodal": False, "reason": "all values equal"}
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    counts = np.convolve(counts, np.ones(3) / 3, mode="same")
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    left, right = centres < fallback, centres >= fallback
-    if not left.any() or not right.any() or counts[left].max() == 0 or counts[right].max() == 0:
-        return float(fallback), {**report, "bimodal": False, "reason": "one side of the fallback is empty"}
-    i_lo = np.flatnonzero(left)[np.argmax(counts[left])]
-    i_hi = np.flatnonzero(right)[np.argmax(counts[right])]
-    between = counts[i_lo:i_hi + 1]
-    floor = between.min() + 0.05 * min(counts[i_lo], counts[i_hi])
-    lowest = np.flatnonzero(between <= floor)
-    valley = float(centres[i_lo + lowest].mean())  # the middle of the valley floor (of a clean gap)
-    i_valley = i_lo + int(lowest[0])
-    depth = float(counts[i_valley] / min(counts[i_lo], counts[i_hi]))
-    report.update(peak_low=float(centres[i_lo]), peak_high=float(centres[i_hi]), valley=valley, depth=round(depth, 4))
-    if depth > max_depth:
-        return float(fallback), {**report, "bimodal": False, "reason": f"valley depth {depth:.2f} > {max_depth}"}
-    return valley, {**report, "bimodal": True}
 
 
 def site_hops(site_key: np.ndarray, dwell_frames: int) -> Events:

@@ -8,8 +8,8 @@ as polaron flips whenever the two valence basins overlap. Here the run's own sig
   widths; barrier ``dF = -kT ln(valley / smaller peak)`` of the histogram. Intervals come from a bootstrap
   over time blocks two correlation times long (all metals together): effectively independent samples.
 - **Threshold.** ``d*`` from charge balance: the quantile of the smoothed bonds that leaves, on average,
-  the number of oxidised metals the composition requires below it (the mixture's crossing where the
-  composition does not fix it). Cross-checked against the per-atom magnetic moments where the frames carry them.
+  the number of oxidised metals the composition requires below it (the midpoint of the two centres where
+  the composition does not fix it). Cross-checked against the per-atom magnetic moments where the frames carry them.
 - **Committed flips.** A metal's state changes only when its signal goes from one basin core
   (``mu -/+ core_width * sigma``) to the other and stays there for ``dwell`` = ``dwell_correlation_times``
   x the correlation time of the within-basin noise (where the autocorrelation of the smoothed signal,
@@ -193,29 +193,24 @@ def noise_of(smooth: np.ndarray, states: np.ndarray, oxidised: int, dt_fs: float
     return residual - running_mean(residual, int(math.ceil(HIGH_PASS_FS / dt_fs)) | 1)
 
 
-def core_states(smooth: np.ndarray, low_edge: float, high_edge: float, split: float, dwell_frames: int,
+def core_states(smooth: np.ndarray, low_edge: float, high_edge: float, dwell_frames: int,
                 reduced: int, oxidised: int) -> np.ndarray:
-    """State per metal and frame: the last basin core visited (before the first visit: the side of
-    ``split``), then stays shorter than ``dwell_frames`` merged into their surroundings."""
-    frames = np.arange(smooth.shape[-1], dtype=np.int32)
-    low = np.where(smooth <= low_edge, frames, np.int32(-1))
-    high = np.where(smooth >= high_edge, frames, np.int32(-1))
-    first_low = smooth[..., 0] < split
-    low[..., 0] = np.where(first_low, 0, low[..., 0])
-    high[..., 0] = np.where(~first_low, 0, high[..., 0])
-    np.maximum.accumulate(low, axis=-1, out=low)
-    np.maximum.accumulate(high, axis=-1, out=high)
-    states = np.where(low > high, np.int8(oxidised), np.int8(reduced))
+    """State per metal and frame: the last basin core visited (before the first visit: the side of the
+    middle between the cores), then stays shorter than ``dwell_frames`` merged into their surroundings."""
+    middle, half = 0.5 * (low_edge + high_edge), 0.5 * (high_edge - low_edge)
+    states = hysteresis_states(smooth, middle, half, low_state=oxidised, high_state=reduced)
     return drop_short_runs(states, dwell_frames)
 
 
 def committed_flips(smooth: np.ndarray, fit: TwoStateFit, rule: ValenceRule, split: float, dwell_frames: int,
                     reduced: int, oxidised: int) -> tuple[Events, np.ndarray]:
-    """(flips dated at the last crossing of the middle of the two cores, states) of smoothed bonds."""
+    """(flips dated at the last crossing of the midpoint of the basin centres (kept between the cores),
+    states) of smoothed bonds."""
     low, high = fit.core_edges(rule.core_width)
-    states = core_states(smooth, low, high, split, dwell_frames, reduced, oxidised)
+    states = core_states(smooth, low, high, dwell_frames, reduced, oxidised)
     events = transitions(states, up_state=oxidised)
-    events.frame = last_crossing(smooth, 0.5 * (low + high), events)
+    level = min(max(0.5 * (fit.centre_ox + fit.centre_red), low), high)  # crossed before the state changes
+    events.frame = last_crossing(smooth, level, events)
     return events.sorted(), states
 
 
@@ -232,14 +227,6 @@ def charge_balance_threshold(smooth: np.ndarray, n_oxidised: float | None) -> fl
     return float(np.quantile(smooth, n_oxidised / n_metal))
 
 
-def mixture_crossing(fit: TwoStateFit) -> float:
-    """Where the two weighted components are equally likely (between the centres)."""
-    grid = np.linspace(fit.centre_ox, fit.centre_red, 401)
-    dens = lambda mu, s, w: w / s * np.exp(-0.5 * ((grid - mu) / s) ** 2)  # noqa: E731
-    diff = dens(fit.centre_ox, fit.width_ox, fit.weight_ox) - dens(fit.centre_red, fit.width_red, 1 - fit.weight_ox)
-    return float(grid[np.argmin(np.abs(diff))])
-
-
 def fit_two_states(smooth: np.ndarray, split: float, dt_fs: float, temperature: float | None,
                    rule: ValenceRule, reduced: int = 2, oxidised: int = 3) -> TwoStateFit:
     """The two-state fit of smoothed bonds (metals, frames), its correlation time and bootstrap intervals."""
@@ -252,7 +239,7 @@ def fit_two_states(smooth: np.ndarray, split: float, dt_fs: float, temperature: 
     fit = TwoStateFit(mu_lo, mu_hi, s_lo, s_hi, w_lo, (mu_hi - mu_lo) / sigma, None, None, dt_fs, split)
     # the noise: each metal's signal about its own mean in the core it last visited (no dwell: all noise kept)
     low, high = fit.core_edges(rule.core_width)
-    raw = core_states(smooth, low, high, split, 1, reduced, oxidised)
+    raw = core_states(smooth, low, high, 1, reduced, oxidised)
     noise = noise_of(smooth, raw, oxidised, dt_fs)
     fit.noise_width = float(noise.std())
     tau_frames = correlation_time_frames(noise)
@@ -314,7 +301,7 @@ def mean_stay_fs(smooth: np.ndarray, fit: TwoStateFit, rule: ValenceRule, split:
                  reduced: int, oxidised: int) -> float:
     """Metal-time per stay between core-to-core changes (no dwell): total time / (changes + metals)."""
     low, high = fit.core_edges(rule.core_width)
-    raw = core_states(smooth, low, high, split, 1, reduced, oxidised)
+    raw = core_states(smooth, low, high, 1, reduced, oxidised)
     changes = int(np.count_nonzero(raw[:, 1:] != raw[:, :-1]))
     return float(raw.size * dt_fs / (changes + raw.shape[0]))
 
@@ -371,7 +358,7 @@ def classify(bonds: np.ndarray, smooth_frames: int, dt_fs: float, temperature: f
              smooth: np.ndarray | None = None, with_floor: bool = True) -> Valence:
     """Fit, threshold, committed flips, resolution and noise floor of mean M-O bonds (metals, frames).
 
-    ``threshold``: a given d*; None: from charge balance (``n_oxidised``), else the mixture's crossing."""
+    ``threshold``: a given d*; None: from charge balance (``n_oxidised``), else the midpoint of the centres."""
     from lfpo_al.analysis.events import running_mean
 
     if smooth is None:
@@ -384,7 +371,8 @@ def classify(bonds: np.ndarray, smooth_frames: int, dt_fs: float, temperature: f
     elif balanced is not None:
         source = "charge balance"
     else:
-        split, source = mixture_crossing(fit), "mixture crossing (composition fixes no M3+ count)"
+        # not the components' crossing: frames mid-transition widen one component and drag it to the other
+        split, source = 0.5 * (fit.centre_ox + fit.centre_red), "midpoint of the basin centres (composition fixes no M3+ count)"
         fit.threshold = split
     dwell = dwell_frames_for(rule, fit.correlation_time_fs, dt_fs)
     flips, states = committed_flips(smooth, fit, rule, split, dwell, reduced, oxidised)
