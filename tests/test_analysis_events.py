@@ -62,9 +62,9 @@ def test_flips_recovered_exactly_with_signs_and_crossing_dates():
     # a transient visit to the other core is no flip unless it stays for the dwell
     blip = bonds.copy()
     blip[1, 400:405] = 2.17
-    ev, _ = committed_flips(blip, valence.fit, ValenceRule(), valence.threshold, 1, 2, 3)
+    ev, _ = committed_flips(blip, valence.fit, ValenceRule(), 1, 2, 3)
     assert sum(ev.column == 1) == 2
-    ev, _ = committed_flips(blip, valence.fit, ValenceRule(), valence.threshold, 10, 2, 3)
+    ev, _ = committed_flips(blip, valence.fit, ValenceRule(), 10, 2, 3)
     assert sum(ev.column == 1) == 0
 
 

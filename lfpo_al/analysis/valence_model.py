@@ -202,7 +202,7 @@ def core_states(smooth: np.ndarray, low_edge: float, high_edge: float, dwell_fra
     return drop_short_runs(states, dwell_frames)
 
 
-def committed_flips(smooth: np.ndarray, fit: TwoStateFit, rule: ValenceRule, split: float, dwell_frames: int,
+def committed_flips(smooth: np.ndarray, fit: TwoStateFit, rule: ValenceRule, dwell_frames: int,
                     reduced: int, oxidised: int) -> tuple[Events, np.ndarray]:
     """(flips dated at the last crossing of the midpoint of the basin centres (kept between the cores),
     states) of smoothed bonds."""
@@ -279,7 +279,7 @@ def phase_randomised(residual: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.fft.irfft(spectrum * phases, n=residual.shape[1], axis=1)
 
 
-def noise_floor(smooth: np.ndarray, states: np.ndarray, fit: TwoStateFit, rule: ValenceRule, split: float,
+def noise_floor(smooth: np.ndarray, states: np.ndarray, fit: TwoStateFit, rule: ValenceRule,
                 dwell_frames: int, reduced: int, oxidised: int) -> float:
     """Mean committed flips over ``rule.noise_surrogates`` surrogate runs: each metal held at its own mean
     in its first state, with its own noise about its state means (phase-randomised)."""
@@ -292,12 +292,12 @@ def noise_floor(smooth: np.ndarray, states: np.ndarray, fit: TwoStateFit, rule: 
     counts = []
     for _ in range(rule.noise_surrogates):
         surrogate = held + phase_randomised(residual, rng)
-        events, _ = committed_flips(surrogate, fit, rule, split, dwell_frames, reduced, oxidised)
+        events, _ = committed_flips(surrogate, fit, rule, dwell_frames, reduced, oxidised)
         counts.append(len(events))
     return float(np.mean(counts))
 
 
-def mean_stay_fs(smooth: np.ndarray, fit: TwoStateFit, rule: ValenceRule, split: float, dt_fs: float,
+def mean_stay_fs(smooth: np.ndarray, fit: TwoStateFit, rule: ValenceRule, dt_fs: float,
                  reduced: int, oxidised: int) -> float:
     """Metal-time per stay between core-to-core changes (no dwell): total time / (changes + metals)."""
     low, high = fit.core_edges(rule.core_width)
@@ -375,8 +375,8 @@ def classify(bonds: np.ndarray, smooth_frames: int, dt_fs: float, temperature: f
         split, source = 0.5 * (fit.centre_ox + fit.centre_red), "midpoint of the basin centres (composition fixes no M3+ count)"
         fit.threshold = split
     dwell = dwell_frames_for(rule, fit.correlation_time_fs, dt_fs)
-    flips, states = committed_flips(smooth, fit, rule, split, dwell, reduced, oxidised)
-    stay = mean_stay_fs(smooth, fit, rule, split, dt_fs, reduced, oxidised)
+    flips, states = committed_flips(smooth, fit, rule, dwell, reduced, oxidised)
+    stay = mean_stay_fs(smooth, fit, rule, dt_fs, reduced, oxidised)
     resolved, why = resolution(fit, stay, rule)
-    floor = noise_floor(smooth, states, fit, rule, split, dwell, reduced, oxidised) if with_floor else None
+    floor = noise_floor(smooth, states, fit, rule, dwell, reduced, oxidised) if with_floor else None
     return Valence(fit, float(split), source, smooth, states, flips, dwell, stay, resolved, why, floor)
