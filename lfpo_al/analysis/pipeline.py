@@ -32,7 +32,7 @@ class RunResult:
     first_frame: int = 0  # frames dropped from the start (skip_fs): times count from the file's first frame
     bonds: np.ndarray | None = None
     smooth: np.ndarray | None = None
-    states: np.ndarray | None = None  # (nM, F) valence after smoothing and hysteresis
+    states: np.ndarray | None = None  # (nM, F) committed valence (valence_model)
     threshold: float = 0.0
     cores: tuple[float, float] = (0.0, 0.0)  # the gap between the basin cores a committed flip crosses
     pairs: tuple[np.ndarray, np.ndarray] | None = None
