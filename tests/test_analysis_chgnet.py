@@ -4,7 +4,7 @@ The cell is the repository's reference (``tests/data``: built by ``lfpo_al.struc
 CHGNet); its 0.3 ps run is stored beside it (``tests/chgnet_md.py``) and checked against a fresh run of its
 first steps. Instantaneous per-Fe mean Fe-O bonds at 600 K overlap between the two valences (2.00-2.26 A),
 so the checks are on what the analysis actually classifies -- time-averaged and smoothed bonds -- and
-the bimodality of each is reported rather than assumed. CHGNet's own magnetic moments are the
+the two-state fit of each run is reported rather than assumed. CHGNet's own magnetic moments are the
 independent witness of which Fe is Fe3+.
 """
 
