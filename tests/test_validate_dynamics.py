@@ -204,3 +204,30 @@ def test_the_worst_w1_is_shown_with_its_own_cells_teacher_noise():
                          "planes_c": {**row, "wasserstein_ang": 0.0125, "wasserstein_teacher_seeds_ang": 0.0056}})
     assert summary["wasserstein_ang"] == 0.0125 and summary["wasserstein_teacher_seeds_ang"] == 0.011
     assert summary["wasserstein_worst_cell_teacher_seeds_ang"] == 0.0056
+
+
+def test_flip_ea_of_model_and_teacher_compared_by_equivalence_over_three_temperatures():
+    from lfpo_al.analysis.rates import KB_EV
+    from lfpo_al.validate.equivalence import flip_ea_by_structure
+
+    def cases(ea_model, exposure, resolved=True):
+        out = {}
+        for t in (500.0, 700.0, 1000.0):
+            n_teacher = int(round(exposure * 2.0 * np.exp(-0.10 / (KB_EV * t))))
+            n_model = int(round(exposure * 2.0 * np.exp(-ea_model / (KB_EV * t)) * np.exp((ea_model - 0.10) / (KB_EV * 1000))))
+            out[f"d0.x0.50-random.T{t:g}"] = {"temperature_K": t, "flips_resolved": resolved,
+                                              "flip_exposure_metal_ps": [exposure, exposure],
+                                              "flip_rate_ratio": {"n_model": n_model, "n_teacher": n_teacher, "ratio": 1.0},
+                                              "m3_population_rel_error": 0.0, "wasserstein_ang": 0.0,
+                                              "wasserstein_teacher_seeds_ang": None, "verdicts": {}}
+        return out
+
+    assert flip_ea_by_structure(cases(0.10, 20000.0), 0.03)["d0.x0.50-random"]["verdict"] == "pass"
+    assert flip_ea_by_structure(cases(0.20, 20000.0), 0.03)["d0.x0.50-random"]["verdict"] == "fail"
+    assert flip_ea_by_structure(cases(0.10, 20.0), 0.03)["d0.x0.50-random"]["verdict"] == "inconclusive"  # few flips
+    withheld = flip_ea_by_structure(cases(0.10, 20000.0, resolved=False), 0.03)["d0.x0.50-random"]
+    assert withheld["verdict"] == "inconclusive" and "resolved" in withheld["note"]
+    two = {k: v for k, v in cases(0.10, 20000.0).items() if not k.endswith("T700")}
+    assert flip_ea_by_structure(two, 0.03) == {}  # two temperatures: no Ea check at all
+    summary = summarise(cases(0.20, 20000.0))
+    assert summary["verdicts"]["flip_ea"] == "fail" and summary["flip_ea"]["d0.x0.50-random"]["value"] > 0.05

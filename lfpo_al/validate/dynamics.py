@@ -178,15 +178,17 @@ def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem, targets: 
         "wasserstein_ang": w1, "wasserstein_teacher_seeds_ang": w1_noise, "wasserstein_model_seeds_ang": _seed_spread(model),
         "flip_rate_model_per_metal_ps": None if exposure_model <= 0 or not resolved else round(n_model / exposure_model, 4),
         "flip_rate_teacher_per_metal_ps": None if exposure_teacher <= 0 or not resolved else round(n_teacher / exposure_teacher, 4),
-        "flip_rate_ratio": ratio,
+        "flip_rate_ratio": ratio, "flip_exposure_metal_ps": [round(exposure_model, 4), round(exposure_teacher, 4)],
+        "flips_resolved": resolved,
         "verdicts": equivalence.case_verdicts(valence_model, valence_teacher, ratio, w1, w1_noise,
                                               first["duration_ps"], tolerances),
         **rdf,
     }
 
 
-def summarise(per_structure: dict[str, dict]) -> dict:
-    """The worst of each metric over the structures: what a convergence target is held against."""
+def summarise(per_structure: dict[str, dict], ea_tolerance_ev: float = 0.03) -> dict:
+    """The worst of each metric over the structures: what a convergence target is held against; where a
+    structure ran at three temperatures or more, its flip Ea model against teacher (``flip_ea``)."""
     def worst(values, key=lambda v: v):
         values = [v for v in values if v is not None]
         return max(values, key=key) if values else None
@@ -195,6 +197,9 @@ def summarise(per_structure: dict[str, dict]) -> dict:
     ratios = [r["flip_rate_ratio"]["ratio"] for r in rows]
     # the worst W1 is judged against its own cell's teacher noise: another cell's may be twice as large
     worst_w1 = worst(rows, key=lambda r: r["wasserstein_ang"] if r["wasserstein_ang"] is not None else -np.inf)
+    flip_ea = equivalence.flip_ea_by_structure(per_structure, ea_tolerance_ev)
+    verdicts = equivalence.worst([r["verdicts"] for r in rows if r.get("verdicts")] + [
+        {"flip_ea": entry} for entry in flip_ea.values()])
     return {
         "m3_population_rel_error": worst([r["m3_population_rel_error"] for r in rows]),
         "wasserstein_ang": worst([r["wasserstein_ang"] for r in rows]),
@@ -202,6 +207,5 @@ def summarise(per_structure: dict[str, dict]) -> dict:
         "wasserstein_worst_cell_teacher_seeds_ang": worst_w1.get("wasserstein_teacher_seeds_ang") if worst_w1 else None,
         # the ratio farthest from 1 either way; a model without flips where the teacher has some is 0
         "flip_rate_ratio": worst(ratios, key=lambda v: abs(np.log(v)) if v > 0 else np.inf),
-        "verdicts": equivalence.worst([r["verdicts"] for r in rows if r.get("verdicts")]),
-        "n_structures": len(rows),
+        "flip_ea": flip_ea, "verdicts": verdicts, "n_structures": len(rows),
     }

@@ -104,6 +104,37 @@ def w1_verdict(w1: float, noise: float | None, target: float, duration_ps: float
                   [round(max(w1 - noise, 0.0), 5), round(w1 + noise, 5)], (0.0, target), "W1 -/+ the teacher's seed-to-seed W1")
 
 
+def flip_ea_by_structure(per_case: dict[str, dict], tolerance_ev: float, level: float = 0.95) -> dict[str, dict]:
+    """Per held-out structure run at >= 3 temperatures (cases named ``<structure>.T<K>``): Ea of the
+    committed flips, model - teacher, with the Arrhenius fits' errors combined; inconclusive unless
+    both sides are resolved with flips at three temperatures or more."""
+    from lfpo_al.analysis.rates import arrhenius_fit
+
+    by_structure: dict[str, list[dict]] = {}
+    for name, case in per_case.items():
+        by_structure.setdefault(name.rsplit(".T", 1)[0], []).append(case)
+    out = {}
+    z = stats.norm.ppf(0.5 + level / 2)
+    for structure, cases in by_structure.items():
+        if len({c.get("temperature_K") for c in cases} - {None}) < 3:
+            continue
+        usable = [c for c in cases if c.get("flips_resolved") and c.get("flip_exposure_metal_ps") and c.get("temperature_K")]
+        fits = []
+        for side, key in ((0, "n_model"), (1, "n_teacher")):
+            fits.append(arrhenius_fit([c["temperature_K"] for c in usable], [c["flip_rate_ratio"][key] for c in usable],
+                                      [c["flip_exposure_metal_ps"][side] for c in usable]) if usable else None)
+        if any(f is None or f["n_temperatures"] < 3 for f in fits):
+            out[structure] = _entry(INCONCLUSIVE, None, None, (-tolerance_ev, tolerance_ev),
+                                    "fewer than 3 temperatures with resolved flips on both sides")
+            continue
+        diff = fits[0]["ea_ev"] - fits[1]["ea_ev"]
+        half = z * math.hypot(fits[0]["ea_err_ev"], fits[1]["ea_err_ev"])
+        interval = [round(diff - half, 4), round(diff + half, 4)]
+        out[structure] = _entry(verdict(interval, (-tolerance_ev, tolerance_ev)), round(diff, 4), interval,
+                                (-tolerance_ev, tolerance_ev), "flip Ea, model - teacher (eV)")
+    return out
+
+
 def worst(per_case: list[dict]) -> dict[str, str]:
     """Per check, the worst verdict over the cases."""
     keys = sorted({k for case in per_case for k in case})

@@ -163,4 +163,6 @@ class ValidateSettings:
         if not wanted:
             return True
         verdicts = (summary or {}).get("verdicts") or {}
+        if self.target_flip_rate_ratio is not None and "flip_ea" in verdicts:  # where >= 3 temperatures ran
+            wanted.append("flip_ea")
         return all(verdicts.get(key) == "pass" for key in wanted)
