@@ -76,9 +76,10 @@ def _valence(bonds, settings: AnalysisSettings, system: OlivineSystem, dt: float
     """The run's valence with settings scaled by ``scale`` (sensitivity), and its counted flips."""
     rule = settings.valence_rule()
     scale = scale or {}
-    if "core_width" in scale or "dwell_correlation_times" in scale:
+    if scale:  # a sensitivity run is read for its count only: no intervals on its fit
         rule = replace(rule, core_width=rule.core_width * scale.get("core_width", 1.0),
-                       dwell_correlation_times=rule.dwell_correlation_times * scale.get("dwell_correlation_times", 1.0))
+                       dwell_correlation_times=rule.dwell_correlation_times * scale.get("dwell_correlation_times", 1.0),
+                       bootstrap_samples=0)
     window = frames_for(settings.smoothing_fs * scale.get("smoothing_fs", 1.0), dt, odd=True)
     valence = classify(bonds, window, dt, temperature, rule, n_expected, given_threshold(settings, system),
                        system.valence.reduced, system.valence.oxidised, with_floor=with_floor)
@@ -125,6 +126,7 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
         bonds = mean_bond_lengths(traj.positions, traj.cells, metal, oxygen, dtype=np.float32, metal_major=True)
         n_expected = expected_oxidised(traj.symbols, system)
         valence, n_counted = _valence(bonds, settings, system, dt, traj.temperature, n_expected, intervals)
+        window = frames_for(settings.smoothing_fs, dt, odd=True)
         smooth, states, flips, threshold = valence.smooth, valence.states, valence.flips, valence.threshold
         cores = valence.fit.core_edges(settings.core_width)
         flips_counted = rates.counted(flips.frame, intervals)
@@ -134,14 +136,13 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
         extra.update(
             valence_resolved=resolved, valence_criterion=valence.why,
             valence_fit=valence.fit.as_dict(), threshold_ang=round(float(threshold), 5),
-            threshold_source=valence.threshold_source, smoothing_frames=frames_for(settings.smoothing_fs, dt, odd=True),
+            threshold_source=valence.threshold_source, smoothing_frames=window,
             dwell_frames=valence.dwell_frames, mean_stay_fs=round(valence.mean_stay_fs, 1),
             fe_flips_noise_floor=None if floor is None else round(floor, 2),
             m3_expected=n_expected, m3_mixture=round(valence.fit.weight_ox * len(metal), 3),
             m3_mean=round(float(n_ox.mean()), 4) if len(n_ox) else None,
             m3_min=int(n_ox.min()) if len(n_ox) else None, m3_max=int(n_ox.max()) if len(n_ox) else None,
-            moments=moment_agreement(traj.moments(metal), states, rule.oxidised, n_expected,
-                                     frames_for(settings.smoothing_fs, dt, odd=True),
+            moments=moment_agreement(traj.moments(metal), states, rule.oxidised, n_expected, window,
                                      oxidised_larger=system.valence.oxidised_moment_larger),
         )
         if not resolved:

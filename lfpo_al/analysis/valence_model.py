@@ -29,9 +29,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lfpo_al.analysis.events import Events, drop_short_runs, hysteresis_states, last_crossing, transitions
-
-KB_EV = 8.617333262e-5
+from lfpo_al.analysis.events import Events, drop_short_runs, hysteresis_states, last_crossing, running_mean, transitions
+from lfpo_al.analysis.rates import KB_EV
 
 
 @dataclass(frozen=True)
@@ -187,8 +186,6 @@ HIGH_PASS_FS = 2000.0  # slower changes (a neighbour's flip shifting a bond for 
 
 def noise_of(smooth: np.ndarray, states: np.ndarray, oxidised: int, dt_fs: float) -> np.ndarray:
     """The signal about each metal's own state mean, with changes slower than ``HIGH_PASS_FS`` removed."""
-    from lfpo_al.analysis.events import running_mean
-
     residual = smooth - own_centres(smooth, states, oxidised)
     return residual - running_mean(residual, int(math.ceil(HIGH_PASS_FS / dt_fs)) | 1)
 
@@ -321,8 +318,6 @@ def moment_agreement(moments: np.ndarray | None, states: np.ndarray, oxidised: i
                      window: int, oxidised_larger: bool = True) -> dict | None:
     """How often the bond valence names the same oxidised metals as the magnetic moments (the moment
     threshold by the same charge balance, on moments smoothed alike)."""
-    from lfpo_al.analysis.events import running_mean
-
     if moments is None or n_oxidised is None or moments.shape != states.shape or not 0 < n_oxidised < len(states):
         return None
     m = running_mean(np.abs(moments), window)
@@ -355,14 +350,11 @@ class Valence:
 
 def classify(bonds: np.ndarray, smooth_frames: int, dt_fs: float, temperature: float | None, rule: ValenceRule,
              n_oxidised: float | None, threshold: float | None = None, reduced: int = 2, oxidised: int = 3,
-             smooth: np.ndarray | None = None, with_floor: bool = True) -> Valence:
+             with_floor: bool = True) -> Valence:
     """Fit, threshold, committed flips, resolution and noise floor of mean M-O bonds (metals, frames).
 
     ``threshold``: a given d*; None: from charge balance (``n_oxidised``), else the midpoint of the centres."""
-    from lfpo_al.analysis.events import running_mean
-
-    if smooth is None:
-        smooth = running_mean(bonds, smooth_frames)
+    smooth = running_mean(bonds, smooth_frames)
     balanced = charge_balance_threshold(smooth, n_oxidised)
     split = threshold if threshold is not None else balanced if balanced is not None else float(np.median(smooth))
     fit = fit_two_states(smooth, split, dt_fs, temperature, rule, reduced, oxidised)

@@ -14,6 +14,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from lfpo_al.analysis.rates import arrhenius_fit
+
 PASS, FAIL, INCONCLUSIVE, UNMEASURABLE = "pass", "fail", "inconclusive", "unmeasurable"
 ORDER = (FAIL, UNMEASURABLE, INCONCLUSIVE, PASS)  # the worst first: a summary takes the worst case's verdict
 
@@ -108,8 +110,6 @@ def flip_ea_by_structure(per_case: dict[str, dict], tolerance_ev: float, level: 
     """Per held-out structure run at >= 3 temperatures (cases named ``<structure>.T<K>``): Ea of the
     committed flips, model - teacher, with the Arrhenius fits' errors combined; inconclusive unless
     both sides are resolved with flips at three temperatures or more."""
-    from lfpo_al.analysis.rates import arrhenius_fit
-
     by_structure: dict[str, list[dict]] = {}
     for name, case in per_case.items():
         by_structure.setdefault(name.rsplit(".T", 1)[0], []).append(case)
