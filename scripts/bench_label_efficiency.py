@@ -1,17 +1,30 @@
-"""Label efficiency: the loop's selection against random selection from the same explored pool.
+"""Label efficiency: selection strategies against random selection from the same explored pool.
 
-    python scripts/bench_label_efficiency.py runs/demo --counts 4 8 16 --seeds 0 1 2
+    python scripts/bench_label_efficiency.py runs/al_bench --iterations 0 1 --counts 8 24 --seeds 0 1 2
 
-The pool is one exploration of a finished run (``--iteration``, default 0: every frame scored by that
-iteration's ensemble). The run's teacher labels every pool frame once. For each label count n and seed,
-member 0 is fine-tuned with the run's model recipe on the run's initial data plus n pool labels chosen
-either by the run's selection (``select_step`` with the trust levels that iteration used, capped at n)
-or uniformly at random (the seed draws them); n = 0 is the initial data alone. Every model is scored on
-the run's test set. Printed: each model's energy and force RMSE, the learning curves (mean and spread
-over seeds), and last the labels each strategy needs to reach the force target and the ratio AL/random.
-Where neither reaches the target, the ratio is also given at the force random selection reaches with
-its most labels (the labels AL needs for random's best). Writes ``results.json`` and
-``label_efficiency.png`` into ``--out``.
+The pool is every recorded frame of the explorations of ``--iterations`` of a finished run (several
+iterations and temperatures). The run's teacher labels every pool frame once; the ensemble of the first
+of those iterations (trained on the initial data only, where every benchmark model starts) scores every
+frame once: force deviation, valence disagreement and descriptors (:mod:`lfpo_al.selection.ensemble_scores`).
+Each strategy then chooses n frames from the same pool with the same scores (``select_step`` with its
+settings); ``random`` draws n of the labeled frames with the seed. For each n, strategy and seed, member 0
+is fine-tuned with the run's recipe on the initial data plus those labels, for steps that grow with its
+data (``--steps-per-frame``, at least ``--min-steps``), and scored on the run's test set.
+``--steps-check`` also trains random's largest set (seed 0) with twice the steps: how far the chosen
+steps are from where the test error stops falling.
+
+Strategies (a name is a selection variant; all but ``window`` use the lower level of the window the
+first iteration selected with):
+  random      uniform over the labeled pool
+  window      the loop's former default: the trust window the first iteration used, families round-robin
+  open        trust_hi from where the teacher failed (no cut where it never did), families round-robin
+  valence     open, ranked by the members' disagreement on metal-site breathing forces
+  descriptor  open, farthest-point in member 0's descriptor space
+  valence_descriptor  open, farthest-point, the valence disagreement choosing the first frame
+
+Printed: each model's errors, the curves (mean and spread over seeds), and last the labels each strategy
+needs to reach random's best force (its mean at the largest count), with a bootstrap interval over seeds,
+and the ratio to random's labels. Writes ``results.json`` and ``label_efficiency.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -19,12 +32,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-AL, RANDOM = "selection", "random"
+RANDOM = "random"
+VARIANTS = {  # selection settings each strategy changes; trust_lo is the first iteration's in all of them
+    "window": {},
+    "open": {"trust_hi": "teacher"},
+    "valence": {"trust_hi": "teacher", "priority": "valence"},
+    "descriptor": {"trust_hi": "teacher", "diversity": "descriptor"},
+    "valence_descriptor": {"trust_hi": "teacher", "priority": "valence", "diversity": "descriptor"},
+}
 
 
 def labels_to_reach(counts: list[int], forces: list[float], target: float) -> float | None:
@@ -38,20 +59,50 @@ def labels_to_reach(counts: list[int], forces: list[float], target: float) -> fl
     return None
 
 
-def pool_frames(explore_dir: Path) -> tuple[list, dict[str, int]]:
-    """Every recorded frame of an exploration, in the selection's order, and the index of each
-    ``"traj.000:frame 12"`` source."""
+def merge_pool(run_explore_dirs: dict[int, Path], scores, frames_of: dict[str, tuple[int, int]], out: Path) -> Path:
+    """One exploration folder holding every pool trajectory (``it<k>.<dir>``), its deviation rewritten
+    from the scoring ensemble so that every frame is ranked by the same models."""
+    import ase.io
+
+    from lfpo_al.explore.ase_md import DEVI_HEADER
+    from lfpo_al.selection.step import FRAMES, SUMMARY, read_summary
+
+    merged = out / "pool_explore"
+    shutil.rmtree(merged, ignore_errors=True)
+    entries = []
+    for k, explore_dir in run_explore_dirs.items():
+        for entry in read_summary(explore_dir):
+            name = f"it{k}.{entry['dir']}"
+            (merged / name).mkdir(parents=True)
+            source = explore_dir / entry["dir"] / FRAMES
+            if not source.is_file():
+                continue
+            shutil.copy(source, merged / name / FRAMES)
+            rows = sorted((j, i) for key, (i, j) in frames_of.items() if key.startswith(f"{name}:"))
+            steps = [atoms.info["step"] for atoms in ase.io.read(source, index=":")]
+            table = np.zeros((len(rows), 8))
+            table[:, 0] = steps
+            table[:, 4:7] = scores.max_devi_f[[i for _, i in rows]][:, None]
+            np.savetxt(merged / name / "model_devi.out", table, header=DEVI_HEADER.lstrip("# "))
+            entries.append({**entry, "dir": name})
+    (merged / SUMMARY).write_text(json.dumps({"trajectories": entries}, indent=2))
+    return merged
+
+
+def pool_frames(explore_dirs: dict[int, Path]) -> tuple[list, dict[str, tuple[int, int]]]:
+    """Every recorded frame of the explorations, and ``"it0.traj.000:frame 12" -> (pool index, frame)``."""
     import ase.io
 
     from lfpo_al.selection.step import FRAMES, read_summary
 
     frames, index = [], {}
-    for entry in read_summary(explore_dir):
-        path = explore_dir / entry["dir"] / FRAMES
-        for j, atoms in enumerate(ase.io.read(path, index=":") if path.is_file() else []):
-            index[f"{entry['dir']}:frame {j}"] = len(frames)
-            atoms.calc = None
-            frames.append(atoms)
+    for k, explore_dir in explore_dirs.items():
+        for entry in read_summary(explore_dir):
+            path = explore_dir / entry["dir"] / FRAMES
+            for j, atoms in enumerate(ase.io.read(path, index=":") if path.is_file() else []):
+                index[f"it{k}.{entry['dir']}:frame {j}"] = (len(frames), j)
+                atoms.calc = None
+                frames.append(atoms)
     return frames, index
 
 
@@ -73,26 +124,42 @@ def write_subset(labeled: dict[int, object], chosen: list[int], type_map: list[s
     return deepmd_systems(out)
 
 
+def pool_scores(models: list[Path], frames: list, system, path: Path):
+    """The scoring ensemble's per-frame scores, computed once and kept in ``path``."""
+    from lfpo_al.selection.ensemble_scores import EnsembleScores, score_frames
+
+    if path.is_file():
+        saved = np.load(path)
+        return EnsembleScores(saved["max_devi_f"], saved["valence_disagreement"], saved["descriptors"])
+    scores = score_frames(models, frames, system.metal, system.oxygen, descriptors=True)
+    np.savez(path, max_devi_f=scores.max_devi_f, valence_disagreement=scores.valence_disagreement,
+             descriptors=scores.descriptors)
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--iteration", type=int, default=0, help="whose exploration is the pool")
-    parser.add_argument("--counts", type=int, nargs="+", default=[4, 8, 16], help="labels added to the initial data")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[0, 1], help="whose explorations make the pool")
+    parser.add_argument("--counts", type=int, nargs="+", default=[8, 24], help="labels added to the initial data")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the run's member 0)")
-    parser.add_argument("--target-force", type=float, default=None,
-                        help="force RMSE goal, eV/A (default: the campaign's validate.target_force_rmse)")
+    parser.add_argument("--strategies", nargs="+", default=[RANDOM, "window", "open", "valence", "descriptor"],
+                        choices=[RANDOM, *VARIANTS])
+    parser.add_argument("--steps-per-frame", type=float, default=60.0, help="member 0's steps per training frame")
+    parser.add_argument("--min-steps", type=int, default=1200)
+    parser.add_argument("--steps-check", action="store_true", help="also train random's largest set at 2x the steps")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: <run>/label_efficiency)")
     args = parser.parse_args()
 
     from omegaconf import OmegaConf
 
-    from lfpo_al.config import compose_config, instantiate_group
+    from lfpo_al.config import instantiate_group
     from lfpo_al.dispatch import TaskSpec, run_tasks
-    from lfpo_al.layout import RunLayout
     from lfpo_al.label.driver import label_frames
+    from lfpo_al.layout import RunLayout
     from lfpo_al.loop.data import deepmd_systems
     from lfpo_al.selection.step import select_step
+    from lfpo_al.selection.teacher_failures import run_record
     from lfpo_al.threads import use_in_this_process
     from lfpo_al.torchscript import use_simple_executor
     from lfpo_al.train.ensemble import STARTUP_STEPS, member_command, training_input
@@ -107,50 +174,63 @@ def main() -> None:
     use_simple_executor()
     labeler.attach_profile(machine.profiles)
     selection = instantiate_group(cfg, "selection")
-    target = args.target_force or float(compose_config(["experiment=campaign"]).validate.target_force_rmse)
-    steps = args.steps or model.steps_for(0)
     type_map = list(system.type_map)
     out = (args.out or run_dir / "label_efficiency").resolve()
-    explore_dir = layout.step_dir(args.iteration, "explore")
+    out.mkdir(parents=True, exist_ok=True)
+    first = min(args.iterations)
+    explore_dirs = {k: layout.step_dir(k, "explore") for k in sorted(args.iterations)}
 
-    # the pool, labeled once by the run's teacher (failed labels stay out of both strategies)
-    frames, source_index = pool_frames(explore_dir)
+    # the pool, labeled once by the run's teacher (failed labels stay out of every strategy)
+    frames, source_index = pool_frames(explore_dirs)
     report = label_frames(frames, labeler, machine, out / "pool_label", system)
     failed = {item["task"] for item in report.failed}
     labeled = {i: labeler.read_outputs(out / "pool_label" / f"task.{i:06d}") for i in range(len(frames))
                if f"task.{i:06d}" not in failed}
+    models = sorted((layout.step_dir(first, "train")).glob("member.*/" + FROZEN))
+    scores = pool_scores(models, frames, system, out / "pool_scores.npz")
+    merged = merge_pool(explore_dirs, scores, source_index, out)
 
-    # the trust window that iteration selected with, fixed, so that only the count varies (the run's own
-    # max_selected does not cap it)
-    used = json.loads((layout.step_dir(args.iteration, "select") / "report.json").read_text())["trust_levels"]
-    fixed = dataclasses.replace(selection, trust_lo=used["trust_lo"], trust_hi=used["trust_hi"])
-    chosen = {}
-    for n in args.counts:
-        picked = select_step(explore_dir, out / f"select.{n:03d}", dataclasses.replace(fixed, max_selected=n))["selected"]
-        chosen[(AL, n)] = [source_index[p["source"]] for p in picked if source_index[p["source"]] in labeled]
+    # every variant keeps the lower level the first iteration selected with; the teacher's record is the
+    # run's own (what the loop would have known), never the pool's labels
+    used = json.loads((layout.step_dir(first, "select") / "report.json").read_text())["trust_levels"]
+    record = run_record([(layout.step_dir(k, "select"), layout.step_dir(k, "label")) for k in args.iterations])
+    chosen, selection_reports = {}, {}
+    for strategy in [s for s in args.strategies if s != RANDOM]:
+        settings = dataclasses.replace(selection, trust_lo=used["trust_lo"], trust_hi=used["trust_hi"],
+                                       **VARIANTS[strategy])
+        for n in args.counts:
+            picked = select_step(merged, out / f"select.{strategy}.{n:03d}", dataclasses.replace(settings, max_selected=n),
+                                 models=models, system=system, teacher_record=record, scores=scores)
+            chosen[(strategy, n)] = [source_index[p["source"]][0] for p in picked["selected"]
+                                     if source_index[p["source"]][0] in labeled]
+            selection_reports[strategy] = {key: picked[key] for key in ("trust_levels", "n_candidate", "n_failed")}
     for seed in args.seeds:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(sorted(labeled))
+        order = np.random.default_rng(seed).permutation(sorted(labeled))
         for n in args.counts:
             chosen[(RANDOM, n, seed)] = sorted(int(i) for i in order[:n])
 
     init = deepmd_systems(layout.data / "init" / "data")
+    n_init = sum(_n_frames(path) for path in init)
+    recipe = dataclasses.replace(model, member0_numb_steps=args.min_steps, member0_steps_per_frame=args.steps_per_frame)
     pretrained = resolve_pretrained(model.pretrained, model.head)
-    runs = [(0, "init", seed) for seed in args.seeds] + [
-        (n, strategy, seed) for n in args.counts for strategy in (AL, RANDOM) for seed in args.seeds]
+    runs = [(0, "init", seed, 1) for seed in args.seeds] + [
+        (n, strategy, seed, 1) for n in args.counts for strategy in args.strategies for seed in args.seeds]
+    if args.steps_check:
+        runs.append((max(args.counts), RANDOM, args.seeds[0], 2))
     tasks, folders = [], {}
-    for n, strategy, seed in runs:
-        picks = chosen[(AL, n)] if strategy == AL else chosen.get((RANDOM, n, seed), [])  # init: none
-        name = f"{strategy}.n{n:03d}.s{seed}"
+    for n, strategy, seed, stretch in runs:
+        picks = [] if strategy == "init" else chosen[(RANDOM, n, seed)] if strategy == RANDOM else chosen[(strategy, n)]
+        name = f"{strategy}.n{n:03d}.s{seed}" + (f".x{stretch}" if stretch > 1 else "")
         folder = out / "train" / name
-        folders[(n, strategy, seed)] = (folder, len(picks))
+        steps = stretch * recipe.steps_for(0, n_init + len(picks))
+        folders[(n, strategy, seed, stretch)] = (folder, len(picks), steps)
         if (folder / FROZEN).is_file():
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        subset = write_subset(labeled, picks, type_map, out / "data" / (name if strategy != AL else f"{AL}.n{n:03d}"))
-        settings = dataclasses.replace(model, seed=seed)
+        data_name = f"{strategy}.n{n:03d}" + (f".s{seed}" if strategy == RANDOM else "")
+        subset = write_subset(labeled, picks, type_map, out / "data" / data_name)
         (folder / "input.json").write_text(json.dumps(
-            training_input(settings, type_map, init + subset, seed * 1000, steps), indent=2))
+            training_input(dataclasses.replace(model, seed=seed), type_map, init + subset, seed * 1000, steps), indent=2))
         tasks.append(TaskSpec(f"train/{name}", member_command(pretrained, model.head), ["input.json"],
                               [FROZEN, "lcurve.out"], cost=steps + STARTUP_STEPS))
     run_tasks(machine, out, tasks)
@@ -161,17 +241,24 @@ def main() -> None:
 
     test = load_systems([layout.data / "test" / "data"])
     results = []
-    for (n, strategy, seed), (folder, n_labels) in folders.items():
+    for (n, strategy, seed, stretch), (folder, n_labels, steps) in folders.items():
         table = error_table(predict([DeepPot(str(folder / FROZEN))], test))
-        results.append({"strategy": strategy, "n": n, "n_labels": n_labels, "seed": seed,
-                        "energy_rmse_mev_per_atom": table["energy_rmse_mev_per_atom"],
+        results.append({"strategy": strategy, "n": n, "n_labels": n_labels, "seed": seed, "steps": steps,
+                        "stretch": stretch, "energy_rmse_mev_per_atom": table["energy_rmse_mev_per_atom"],
                         "force_rmse_ev_per_ang": table["force_rmse_ev_per_ang"]})
-    summary = summarise(results, args.counts, args.seeds, target)
-    summary.update(run=str(run_dir), pool_frames=len(frames), pool_labeled=len(labeled), training_steps=steps,
-                   trust_levels={k: used[k] for k in ("trust_lo", "trust_hi")}, test_frames=sum(s.get_nframes() for s in test))
+    summary = summarise([r for r in results if r["stretch"] == 1], args.strategies, args.counts, args.seeds)
+    summary.update(run=str(run_dir), iterations=args.iterations, pool_frames=len(frames), pool_labeled=len(labeled),
+                   pool_temperatures=sorted({a.info.get("temperature") for a in frames if a.info.get("temperature")}),
+                   n_init_frames=n_init, steps_per_frame=args.steps_per_frame, min_steps=args.min_steps,
+                   teacher_record={"n_labeled": int(record[0].size), "n_failed": int(record[1].sum())},
+                   selections=selection_reports, test_frames=sum(s.get_nframes() for s in test))
     (out / "results.json").write_text(json.dumps({"summary": summary, "models": results}, indent=2))
-    plot(results, args.counts, target, out / "label_efficiency.png")
+    plot(results, args.strategies, args.counts, summary["random_best_force"], out / "label_efficiency.png")
     report_text(results, summary)
+
+
+def _n_frames(system_dir: Path) -> int:
+    return sum(int(np.load(path).shape[0]) for path in system_dir.glob("set.*/box.npy"))
 
 
 def curve(results: list[dict], strategy: str, seed: int, counts: list[int]) -> tuple[list[int], list[float]]:
@@ -182,50 +269,61 @@ def curve(results: list[dict], strategy: str, seed: int, counts: list[int]) -> t
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def summarise(results: list[dict], counts: list[int], seeds: list[int], target: float) -> dict:
-    """Labels to the target per seed and strategy, and the AL/random ratio (at the target and at random's best)."""
-    per_seed = []
-    for seed in seeds:
-        al_n, al_f = curve(results, AL, seed, counts)
-        rnd_n, rnd_f = curve(results, RANDOM, seed, counts)
-        at_target = (labels_to_reach(al_n, al_f, target), labels_to_reach(rnd_n, rnd_f, target))
-        random_best = rnd_f[-1]
-        al_at_best = labels_to_reach(al_n, al_f, random_best)
-        per_seed.append({
-            "seed": seed, "al_labels_to_target": at_target[0], "random_labels_to_target": at_target[1],
-            "ratio_at_target": at_target[0] / at_target[1] if None not in at_target and at_target[1] else None,
-            "random_best_force": random_best, "random_labels_at_best": rnd_n[-1], "al_labels_to_random_best": al_at_best,
-            "ratio_at_random_best": al_at_best / rnd_n[-1] if al_at_best is not None else None,
-        })
-
-    def spread(key: str) -> dict | None:
-        values = [row[key] for row in per_seed]
-        if any(v is None for v in values):
-            return {"reached_by": sum(v is not None for v in values), "of": len(values)}
-        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                "min": float(min(values)), "max": float(max(values))}
-
-    return {"target_force_ev_per_ang": target, "per_seed": per_seed,
-            "ratio_at_target": spread("ratio_at_target"), "ratio_at_random_best": spread("ratio_at_random_best")}
+def mean_curve(results: list[dict], strategy: str, seeds, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    curves = [curve(results, strategy, seed, counts) for seed in seeds]
+    return np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
 
 
-def plot(results: list[dict], counts: list[int], target: float, path: Path) -> None:
+def summarise(results: list[dict], strategies: list[str], counts: list[int], seeds: list[int],
+              n_boot: int = 2000) -> dict:
+    """Per strategy: labels to reach random's best force (the mean over seeds of random at the largest
+    count) on the seed-mean curve, the ratio to random's labels there, and a bootstrap interval from
+    resampling each strategy's seeds independently (random's best resampled with them)."""
+    rng = np.random.default_rng(0)
+    n_best = max(counts)
+
+    def ratio(strategy: str, strategy_seeds, random_seeds) -> float | None:
+        best = mean_curve(results, RANDOM, random_seeds, counts)[1][-1]
+        labels, forces = mean_curve(results, strategy, strategy_seeds, counts)
+        reached = labels_to_reach(list(labels), list(forces), best)
+        return None if reached is None else reached / n_best
+
+    random_best = float(mean_curve(results, RANDOM, seeds, counts)[1][-1])
+    table = {}
+    for strategy in strategies:
+        point = ratio(strategy, seeds, seeds)
+        draws = [ratio(strategy, rng.choice(seeds, len(seeds)), rng.choice(seeds, len(seeds))) for _ in range(n_boot)]
+        reached = [d for d in draws if d is not None]
+        forces = {n: [r["force_rmse_ev_per_ang"] for r in results if r["strategy"] == strategy and r["n"] == n]
+                  for n in counts}
+        table[strategy] = {
+            "ratio_to_random_best": point,
+            "ratio_ci95": [float(np.quantile(reached, 0.025)), float(np.quantile(reached, 0.975))] if reached else None,
+            "bootstrap_reached_fraction": len(reached) / n_boot,
+            "force_mean": {n: float(np.mean(f)) for n, f in forces.items()},
+            "force_std": {n: float(np.std(f, ddof=1)) if len(f) > 1 else 0.0 for n, f in forces.items()},
+        }
+    return {"random_best_force": random_best, "random_labels_at_best": n_best, "strategies": table}
+
+
+def plot(results: list[dict], strategies: list[str], counts: list[int], random_best: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seeds = sorted({r["seed"] for r in results})
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for strategy, color in ((AL, "C0"), (RANDOM, "C1")):
+    seeds = sorted({r["seed"] for r in results if r["strategy"] == RANDOM})
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, strategy in enumerate(strategies):
         curves = [curve(results, strategy, seed, counts) for seed in seeds]
-        n = np.mean([c[0] for c in curves], axis=0)
+        n = np.mean([c[0] for c in curves], axis=0) + 0.25 * (i - len(strategies) / 2)  # offsets keep bars apart
         f = np.array([c[1] for c in curves])
-        ax.errorbar(n, f.mean(axis=0), yerr=f.std(axis=0, ddof=1) if len(seeds) > 1 else None, color=color,
-                    marker="o", capsize=3, label=f"{strategy} (mean, std over {len(seeds)} seeds)")
-    ax.axhline(target, color="k", ls=":", lw=1, label=f"force target {target:g} eV/A")
+        ax.errorbar(n, f.mean(axis=0), yerr=f.std(axis=0, ddof=1) if len(seeds) > 1 else None, color=f"C{i}",
+                    marker="o", capsize=3, label=strategy)
+    ax.axhline(random_best, color="k", ls=":", lw=1, label=f"random's best {random_best:.4f} eV/A")
     ax.set_xlabel("labels added to the initial data")
     ax.set_ylabel("test force RMSE, member 0 (eV/A)")
+    ax.set_title(f"mean and std over {len(seeds)} seeds", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -233,26 +331,29 @@ def plot(results: list[dict], counts: list[int], target: float, path: Path) -> N
 
 
 def report_text(results: list[dict], summary: dict) -> None:
-    print(f"pool {summary['pool_frames']} frames ({summary['pool_labeled']} labeled), {summary['training_steps']} "
-          f"training steps, trust window {summary['trust_levels']}, test set {summary['test_frames']} frames")
-    print(f"{'strategy':10s} {'n':>3s} {'labels':>6s} {'seed':>4s} {'E meV/at':>9s} {'F eV/A':>7s}")
-    for r in sorted(results, key=lambda r: (r["n"], r["strategy"], r["seed"])):
-        print(f"{r['strategy']:10s} {r['n']:3d} {r['n_labels']:6d} {r['seed']:4d} "
+    print(f"pool {summary['pool_frames']} frames ({summary['pool_labeled']} labeled) from iterations "
+          f"{summary['iterations']} at {summary['pool_temperatures']} K; {summary['n_init_frames']} initial frames; "
+          f"{summary['steps_per_frame']:g} steps per frame (at least {summary['min_steps']}); "
+          f"test set {summary['test_frames']} frames; teacher record {summary['teacher_record']}")
+    for strategy, levels in summary["selections"].items():
+        print(f"  {strategy}: {levels}")
+    print(f"{'strategy':19s} {'n':>3s} {'labels':>6s} {'seed':>4s} {'steps':>6s} {'E meV/at':>9s} {'F eV/A':>7s}")
+    for r in sorted(results, key=lambda r: (r["n"], r["strategy"], r["seed"], r["stretch"])):
+        print(f"{r['strategy']:19s} {r['n']:3d} {r['n_labels']:6d} {r['seed']:4d} {r['steps']:6d} "
               f"{r['energy_rmse_mev_per_atom']:9.2f} {r['force_rmse_ev_per_ang']:7.4f}")
-    for row in summary["per_seed"]:
-        print(f"seed {row['seed']}: labels to F <= {summary['target_force_ev_per_ang']:g}: selection "
-              f"{row['al_labels_to_target']}, random {row['random_labels_to_target']}; random's best "
-              f"{row['random_best_force']:.4f} at {row['random_labels_at_best']} labels, selection reaches it at "
-              f"{row['al_labels_to_random_best'] if row['al_labels_to_random_best'] is not None else 'never'}")
-    print(f"ratio AL/random at random's best force: "
-          f"{fmt(summary['ratio_at_random_best'], 'the selection reached random selection best force')}")
-    print(f"ratio AL/random at the force target: {fmt(summary['ratio_at_target'], 'both strategies reached the target')}")
-
-
-def fmt(spread: dict, reached: str) -> str:
-    if "mean" not in spread:
-        return f"not defined: {reached} in {spread['reached_by']} of {spread['of']} seeds"
-    return f"{spread['mean']:.2f} +- {spread['std']:.2f} (min {spread['min']:.2f}, max {spread['max']:.2f})"
+    for strategy, row in summary["strategies"].items():
+        means = ", ".join(f"n={n}: {row['force_mean'][n]:.4f} +- {row['force_std'][n]:.4f}" for n in row["force_mean"])
+        print(f"{strategy:19s} {means}")
+    print(f"labels to reach random's best force {summary['random_best_force']:.4f} eV/A, as a fraction of random's "
+          f"{summary['random_labels_at_best']} (95 % bootstrap over seeds):")
+    for strategy, row in summary["strategies"].items():
+        if strategy == RANDOM:
+            continue
+        point = row["ratio_to_random_best"]
+        interval = row["ratio_ci95"]
+        print(f"ratio {strategy}/random: " + ("not reached" if point is None else f"{point:.2f}") +
+              (f" ({interval[0]:.2f}-{interval[1]:.2f}, reached in {row['bootstrap_reached_fraction']:.0%} of resamples)"
+               if interval else ""))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from lfpo_al.loop.outcomes import ExploreOutcome, IterationRow, LabelOutcome, Se
 from lfpo_al.loop.state import RunState
 from lfpo_al.selection.calibration import calibrate_for
 from lfpo_al.selection.step import select_step
+from lfpo_al.selection.teacher_failures import run_record
 from lfpo_al.train.ensemble import Member, train_ensemble
 from lfpo_al.validate.step import validate_step
 
@@ -97,7 +98,9 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
 
     def select():
         settings = comp.selection.capped(labels_left)
-        report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), settings, calibration=calibration)
+        record = run_record([(data.step_dir(j, "select"), data.step_dir(j, "label")) for j in range(k)])
+        report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), settings, calibration=calibration,
+                             models=models, system=comp.system, teacher_record=record)
         return asdict(SelectOutcome.from_report(report))
 
     selection = SelectOutcome(**run_step(state, k, "select", select, tracker))

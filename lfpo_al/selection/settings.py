@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from lfpo_al.errors import UserError
 
 AUTO = "auto"
+TEACHER = "teacher"
+PRIORITIES = ("deviation", "valence")
+DIVERSITIES = ("families", "descriptor")
 
 
 def _is_number(value: object) -> bool:
@@ -26,8 +29,14 @@ class SelectionSettings:
     with the target (0.5: the typical error; higher is more cautious and labels more frames).
     With ``auto`` and no calibration yet, the deviation is taken as the error: trust_lo =
     target_force_error, trust_hi = trust_hi_factor x target_force_error.
-    ``max_selected`` caps the labels per iteration; candidates are spread over the structure families
-    and frames closer than ``min_frame_distance`` (A, max atomic displacement) to a chosen one are skipped.
+    ``trust_hi: teacher`` puts the upper level where the teacher's own labels have failed so far
+    (:mod:`lfpo_al.selection.teacher_failures`): no upper cut until it has.
+    ``max_selected`` caps the labels per iteration. ``priority`` ranks candidates: ``deviation`` (the
+    ensemble's max force deviation) or ``valence`` (the members' disagreement on the breathing force of
+    a metal site, :mod:`lfpo_al.selection.ensemble_scores`). ``diversity`` spreads the choice:
+    ``families`` goes round-robin over structure families, skipping frames closer than
+    ``min_frame_distance`` (A, max atomic displacement) to a chosen one; ``descriptor`` picks
+    farthest-point in member 0's descriptor space (:mod:`lfpo_al.selection.diversity`).
     """
 
     trust_lo: float | str = 0.15
@@ -37,12 +46,18 @@ class SelectionSettings:
     target_force_error: float = 0.15
     trust_hi_factor: float = 4.0
     error_quantile: float = 0.5
+    priority: str = "deviation"
+    diversity: str = "families"
 
     def __post_init__(self) -> None:
-        for key in ("trust_lo", "trust_hi"):
-            value = getattr(self, key)
-            if value != AUTO and not _is_number(value):
-                raise UserError(f"selection.{key}={value!r} must be a number (eV/A) or auto")
+        if self.trust_lo != AUTO and not _is_number(self.trust_lo):
+            raise UserError(f"selection.trust_lo={self.trust_lo!r} must be a number (eV/A) or auto")
+        if self.trust_hi not in (AUTO, TEACHER) and not _is_number(self.trust_hi):
+            raise UserError(f"selection.trust_hi={self.trust_hi!r} must be a number (eV/A), auto or teacher")
+        if self.priority not in PRIORITIES:
+            raise UserError(f"selection.priority={self.priority!r} must be one of {', '.join(PRIORITIES)}")
+        if self.diversity not in DIVERSITIES:
+            raise UserError(f"selection.diversity={self.diversity!r} must be one of {', '.join(DIVERSITIES)}")
         if _is_number(self.trust_lo) and _is_number(self.trust_hi) and not 0 <= self.trust_lo < self.trust_hi:
             raise UserError(f"selection.trust_lo={self.trust_lo} must be >= 0 and below selection.trust_hi={self.trust_hi}")
         if _is_number(self.trust_hi) and self.trust_hi <= 0:
@@ -64,6 +79,11 @@ class SelectionSettings:
         if labels_left >= self.max_selected:
             return self
         return dataclasses.replace(self, max_selected=max(1, labels_left))
+
+    @property
+    def needs_models(self) -> bool:
+        """True when candidates are scored by evaluating the ensemble's models, beyond its deviation file."""
+        return self.priority == "valence" or self.diversity == "descriptor"
 
     @property
     def auto(self) -> bool:

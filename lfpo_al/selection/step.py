@@ -27,7 +27,10 @@ from ase import Atoms
 from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.selection.calibration import default_trust_levels
-from lfpo_al.selection.settings import AUTO, SelectionSettings
+from lfpo_al.selection.diversity import farthest_point_order
+from lfpo_al.selection.ensemble_scores import EnsembleScores, score_frames
+from lfpo_al.selection.settings import AUTO, TEACHER, SelectionSettings
+from lfpo_al.selection.teacher_failures import teacher_failure_level
 from lfpo_al.selection.trust import (
     CANDIDATE,
     CATEGORY_NAMES,
@@ -168,14 +171,18 @@ def _geometry(trajectory: ExploredTrajectory, report_warnings: list[str]) -> Tra
     )
 
 
-def resolve_trust_levels(settings: SelectionSettings, calibration: dict | None) -> dict:
-    """``{"trust_lo", "trust_hi", "source", "note"}``: from the config, a calibration, or the defaults."""
+def resolve_trust_levels(settings: SelectionSettings, calibration: dict | None,
+                         teacher_record: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """``{"trust_lo", "trust_hi", "source", "note"}``: from the config, a calibration, or the defaults;
+    ``trust_hi: teacher`` from ``teacher_record`` (deviation and failed flag of every frame labeled so
+    far), ``inf`` (no upper cut) while the teacher has not failed."""
+    notes = []
     if not settings.auto:
-        return {"trust_lo": float(settings.trust_lo), "trust_hi": float(settings.trust_hi), "source": "config", "note": None}
-    if calibration is None:
+        derived, source = (None, None), "config"
+    elif calibration is None:
         derived = default_trust_levels(settings.target_force_error, settings.trust_hi_factor)
         source = "default"
-        note = (
+        notes.append(
             "no calibration yet: auto levels take the deviation as the force error "
             "(trust_lo = target_force_error, trust_hi = trust_hi_factor x target_force_error)"
         )
@@ -187,15 +194,23 @@ def resolve_trust_levels(settings: SelectionSettings, calibration: dict | None) 
                 "pass the dict returned by lfpo_al.selection.calibrate"
             )
         source = "calibration"
-        note = f"calibration fell back: {calibration['fallback']}" if calibration.get("fallback") else None
+        if calibration.get("fallback"):
+            notes.append(f"calibration fell back: {calibration['fallback']}")
     trust_lo = derived[0] if settings.trust_lo == AUTO else float(settings.trust_lo)
-    trust_hi = derived[1] if settings.trust_hi == AUTO else float(settings.trust_hi)
+    if settings.trust_hi == TEACHER:
+        deviation, failed = teacher_record if teacher_record is not None else (np.zeros(0), np.zeros(0, dtype=bool))
+        trust_hi = teacher_failure_level(deviation, failed)
+        notes.append(f"trust_hi from the teacher: {int(np.sum(failed))} of {len(failed)} labeled frames failed"
+                     + ("; no upper cut" if math.isinf(trust_hi) else ""))
+    else:
+        trust_hi = derived[1] if settings.trust_hi == AUTO else float(settings.trust_hi)
     if not trust_lo < trust_hi:
         raise UserError(
             f"trust_lo={trust_lo:.4g} is not below trust_hi={trust_hi:.4g} eV/A once auto levels are filled in; "
             "set both selection.trust_lo and selection.trust_hi to auto, or widen the fixed one"
         )
-    return {"trust_lo": float(trust_lo), "trust_hi": float(trust_hi), "source": source, "note": note}
+    return {"trust_lo": float(trust_lo), "trust_hi": float(trust_hi), "source": source,
+            "note": "; ".join(notes) or None}
 
 
 def _counts(category: np.ndarray, selected: np.ndarray) -> dict[str, int]:
@@ -220,24 +235,61 @@ def _numpy_to_python(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _choose(pool: FramePool, frames: list[Atoms], eligible: np.ndarray, settings: SelectionSettings,
+            models: list | None, system, scores: EnsembleScores | None) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Chosen pool indices, near-duplicates skipped, and the valence disagreement per frame (NaN where
+    not computed; None without ``priority: valence``)."""
+    priority, valence = None, None
+    if settings.needs_models and eligible.any():
+        index = np.flatnonzero(eligible)
+        if scores is not None:
+            scores = EnsembleScores(scores.max_devi_f[index], scores.valence_disagreement[index],
+                                    None if scores.descriptors is None else scores.descriptors[index])
+        elif not models or system is None:
+            raise UserError(f"selection.priority={settings.priority} / selection.diversity={settings.diversity} "
+                            "score candidates with the ensemble: pass its models and the system to select_step")
+        else:
+            scores = score_frames(models, [frames[i] for i in index], system.metal, system.oxygen,
+                                  descriptors=settings.diversity == "descriptor")
+        if settings.priority == "valence":
+            valence = np.full(eligible.size, np.nan)
+            valence[index] = scores.valence_disagreement
+            priority = np.where(eligible, valence, -np.inf)
+        if settings.diversity == "descriptor":
+            ranking = (priority if priority is not None else pool.max_devi_f)[index]
+            order = farthest_point_order(scores.descriptors, ranking, settings.max_selected)
+            return index[order], 0, valence
+    chosen, n_near_duplicates = choose_candidates(pool, eligible, settings.max_selected, settings.min_frame_distance,
+                                                  priority=priority)
+    return chosen, n_near_duplicates, valence
+
+
 def select_step(
-    explore_dir: str | Path, out_dir: str | Path, settings: SelectionSettings, calibration: dict | None = None
+    explore_dir: str | Path, out_dir: str | Path, settings: SelectionSettings, calibration: dict | None = None, *,
+    models: list | None = None, system=None, teacher_record: tuple[np.ndarray, np.ndarray] | None = None,
+    scores: EnsembleScores | None = None,
 ) -> dict:
     """Classify every explored frame, choose the candidates to label, write them and ``report.json``.
 
     Returns the report: ``n_total``, ``n_accurate``, ``n_candidate``, ``n_failed``, ``n_selected``,
     ``accurate_ratio`` / ``candidate_ratio`` / ``failed_ratio`` (of ``n_total``; 0 when there are no
     frames), ``failed_breakdown`` {``after_stop``, ``non_finite``, ``above_trust_hi``},
-    ``n_near_duplicates_skipped``, ``trust_levels`` {``trust_lo``, ``trust_hi``, ``source`` (config |
-    calibration | default), ``note``}, ``max_selected``, ``min_frame_distance``, ``families``
-    {family: counts}, ``trajectories`` [{``dir``, ``family``, ``temperature``, ``stop_reason``,
-    ``stop_step``, counts}], ``stop_reasons`` {dir: reason} (stopped ones only), ``selected``
-    [{``source``, ``family``, ``temperature``, ``step``, ``max_devi_f``}] in choice order, ``calibration``
-    (the dict passed, or null), ``warnings``, and the ``explore_dir`` / ``selected_file`` paths.
+    ``n_near_duplicates_skipped``, ``trust_levels`` {``trust_lo``, ``trust_hi`` (null: no upper cut),
+    ``source`` (config | calibration | default), ``note``}, ``max_selected``, ``priority``, ``diversity``,
+    ``min_frame_distance``, ``families`` {family: counts}, ``trajectories`` [{``dir``, ``family``,
+    ``temperature``, ``stop_reason``, ``stop_step``, counts}], ``stop_reasons`` {dir: reason} (stopped ones
+    only), ``selected`` [{``source``, ``family``, ``temperature``, ``step``, ``max_devi_f``[,
+    ``valence_disagreement``]}] in choice order, ``calibration`` (the dict passed, or null), ``warnings``,
+    and the ``explore_dir`` / ``selected_file`` paths.
+
+    ``models`` (the ensemble that explored) and ``system`` are needed by ``priority: valence`` and
+    ``diversity: descriptor``, which evaluate the candidates; ``scores`` (:class:`EnsembleScores` of
+    every frame, in summary order) replaces that evaluation where it was done already. ``teacher_record``
+    (deviation, failed) of the frames labeled so far sets ``trust_hi: teacher``.
     """
     explore_dir, out_dir = Path(explore_dir), Path(out_dir)
     report_warnings: list[str] = []
-    trust = resolve_trust_levels(settings, calibration)
+    trust = resolve_trust_levels(settings, calibration, teacher_record)
     trajectories = [_load_trajectory(explore_dir, entry, report_warnings) for entry in read_summary(explore_dir)]
 
     sizes = [len(t.frames) for t in trajectories]
@@ -250,9 +302,8 @@ def select_step(
     )
     after_stop = np.concatenate([frames_after_stop(t.steps, t.stop_step) for t in trajectories] or [np.zeros(0, bool)])
     category = classify_frames(pool.max_devi_f, trust["trust_lo"], trust["trust_hi"], after_stop)
-    chosen, n_near_duplicates = choose_candidates(
-        pool, category == CANDIDATE, settings.max_selected, settings.min_frame_distance
-    )
+    all_frames = [atoms for t in trajectories for atoms in t.frames]
+    chosen, n_near_duplicates, valence = _choose(pool, all_frames, category == CANDIDATE, settings, models, system, scores)
     selected = np.zeros(category.size, dtype=bool)
     selected[chosen] = True
 
@@ -271,6 +322,7 @@ def select_step(
                 "temperature": trajectory.temperature,
                 "step": int(trajectory.steps[frame]),
                 "max_devi_f": float(pool.max_devi_f[index]),
+                **({"valence_disagreement": float(valence[index])} if valence is not None else {}),
             }
         )
     atomic.write_extxyz(out_dir / SELECTED, chosen_frames)
@@ -295,6 +347,8 @@ def select_step(
         "n_near_duplicates_skipped": int(n_near_duplicates),
         "trust_levels": trust,
         "max_selected": settings.max_selected,
+        "priority": settings.priority,
+        "diversity": settings.diversity,
         "min_frame_distance": settings.min_frame_distance,
         "families": {
             family: _counts(category[pool.family == family], selected[pool.family == family])

@@ -109,11 +109,12 @@ def _is_near_duplicate(pool: FramePool, index: int, chosen_frames: list[int], mi
 
 
 def choose_candidates(
-    pool: FramePool, eligible: np.ndarray, max_selected: int, min_frame_distance: float
+    pool: FramePool, eligible: np.ndarray, max_selected: int, min_frame_distance: float, priority: np.ndarray | None = None
 ) -> tuple[np.ndarray, int]:
     """Indices (into ``pool``) of at most ``max_selected`` chosen frames, in choice order, and the
-    number of eligible frames skipped as near-duplicates on the way."""
-    deviation = np.asarray(pool.max_devi_f, dtype=float)
+    number of eligible frames skipped as near-duplicates on the way. ``priority`` (default: the
+    deviation) ranks frames inside a family, highest first."""
+    deviation = np.asarray(pool.max_devi_f if priority is None else priority, dtype=float)
     eligible_index = np.flatnonzero(eligible)
     # most uncertain first; equal deviations keep frame order (lexsort: last key is primary)
     ordered = eligible_index[np.lexsort((eligible_index, -deviation[eligible_index]))]
