@@ -196,8 +196,8 @@ def main() -> None:
     record = run_record([(layout.step_dir(k, "select"), layout.step_dir(k, "label")) for k in args.iterations])
     chosen, selection_reports = {}, {}
     for strategy in [s for s in args.strategies if s != RANDOM]:
-        settings = dataclasses.replace(selection, trust_lo=used["trust_lo"], trust_hi=used["trust_hi"],
-                                       **VARIANTS[strategy])
+        levels = {"trust_lo": used["trust_lo"], "trust_hi": used["trust_hi"], **VARIANTS[strategy]}
+        settings = dataclasses.replace(selection, **levels)
         for n in args.counts:
             picked = select_step(merged, out / f"select.{strategy}.{n:03d}", dataclasses.replace(settings, max_selected=n),
                                  models=models, system=system, teacher_record=record, scores=scores)

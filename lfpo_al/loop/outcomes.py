@@ -36,7 +36,7 @@ class SelectOutcome:
     n_selected: int
     accurate_ratio: float
     trust_lo: float
-    trust_hi: float
+    trust_hi: float | None  # None: no upper cut (trust_hi: teacher, and the teacher never failed)
     source: str
 
     @classmethod
