@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 
 RANDOM = "random"
+TEST, HELDOUT = "test", "heldout_md"  # the run's test set; teacher MD of a held-out cell (--heldout-md)
 VARIANTS = {  # selection settings each strategy changes; trust_lo is the first iteration's in all of them
     "window": {},
     "open": {"trust_hi": "teacher"},
@@ -148,6 +149,9 @@ def main() -> None:
     parser.add_argument("--steps-per-frame", type=float, default=60.0, help="member 0's steps per training frame")
     parser.add_argument("--min-steps", type=int, default=1200)
     parser.add_argument("--steps-check", action="store_true", help="also train random's largest set at 2x the steps")
+    parser.add_argument("--heldout-md", type=Path, nargs="*", default=[],
+                        help="teacher MD trajectories (extxyz, scripts/teacher_md.py) for a second test set")
+    parser.add_argument("--heldout-every", type=int, default=30, help="every n-th frame of those, after the first n")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: <run>/label_efficiency)")
     args = parser.parse_args()
 
@@ -239,92 +243,117 @@ def main() -> None:
 
     from lfpo_al.validate.metrics import error_table, load_systems, predict
 
-    test = load_systems([layout.data / "test" / "data"])
+    test_sets = {TEST: load_systems([layout.data / "test" / "data"])}
+    if args.heldout_md:
+        test_sets[HELDOUT] = heldout_set(args.heldout_md, args.heldout_every, labeler, machine, system, out)
     results = []
     for (n, strategy, seed, stretch), (folder, n_labels, steps) in folders.items():
-        table = error_table(predict([DeepPot(str(folder / FROZEN))], test))
-        results.append({"strategy": strategy, "n": n, "n_labels": n_labels, "seed": seed, "steps": steps,
-                        "stretch": stretch, "energy_rmse_mev_per_atom": table["energy_rmse_mev_per_atom"],
-                        "force_rmse_ev_per_ang": table["force_rmse_ev_per_ang"]})
-    summary = summarise([r for r in results if r["stretch"] == 1], args.strategies, args.counts, args.seeds)
+        model_0 = DeepPot(str(folder / FROZEN))
+        row = {"strategy": strategy, "n": n, "n_labels": n_labels, "seed": seed, "steps": steps, "stretch": stretch}
+        for name, systems in test_sets.items():
+            table = error_table(predict([model_0], systems))
+            row[name] = {key: table[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang")}
+        results.append(row)
+    trained = [r for r in results if r["stretch"] == 1]
+    summary = {"test_sets": {name: summarise(trained, args.strategies, args.counts, args.seeds, name)
+                             for name in test_sets}}
     summary.update(run=str(run_dir), iterations=args.iterations, pool_frames=len(frames), pool_labeled=len(labeled),
                    pool_temperatures=sorted({a.info.get("temperature") for a in frames if a.info.get("temperature")}),
                    n_init_frames=n_init, steps_per_frame=args.steps_per_frame, min_steps=args.min_steps,
                    teacher_record={"n_labeled": int(record[0].size), "n_failed": int(record[1].sum())},
-                   selections=selection_reports, test_frames=sum(s.get_nframes() for s in test))
+                   selections=selection_reports,
+                   test_frames={name: sum(s.get_nframes() for s in systems) for name, systems in test_sets.items()})
     (out / "results.json").write_text(json.dumps({"summary": summary, "models": results}, indent=2))
-    plot(results, args.strategies, args.counts, summary["random_best_force"], out / "label_efficiency.png")
+    plot(trained, args.strategies, args.counts, summary["test_sets"], out / "label_efficiency.png")
     report_text(results, summary)
+
+
+def heldout_set(paths: list[Path], every: int, labeler, machine, system, out: Path) -> list:
+    """Every ``every``-th frame of teacher MD trajectories (the first ``every`` left as equilibration),
+    labeled by the run's teacher, as dpdata systems."""
+    import ase.io
+
+    from lfpo_al.label.driver import label_frames
+    from lfpo_al.validate.metrics import load_systems
+
+    frames = []
+    for path in paths:
+        frames += [atoms for atoms in ase.io.read(path, index=f"{every}::{every}")]
+    report = label_frames(frames, labeler, machine, out / "heldout_label", system)
+    failed = {item["task"] for item in report.failed}
+    labeled = {i: labeler.read_outputs(out / "heldout_label" / f"task.{i:06d}") for i in range(len(frames))
+               if f"task.{i:06d}" not in failed}
+    write_subset(labeled, sorted(labeled), list(system.type_map), out / "heldout_data")
+    return load_systems([out / "heldout_data"])
 
 
 def _n_frames(system_dir: Path) -> int:
     return sum(int(np.load(path).shape[0]) for path in system_dir.glob("set.*/box.npy"))
 
 
-def curve(results: list[dict], strategy: str, seed: int, counts: list[int]) -> tuple[list[int], list[float]]:
-    """(labels, force RMSE) of one strategy and seed, the initial-data model first."""
+def curve(results: list[dict], strategy: str, seed: int, counts: list[int], test: str) -> tuple[list[int], list[float]]:
+    """(labels, force RMSE on ``test``) of one strategy and seed, the initial-data model first."""
     by = {(r["strategy"], r["n"], r["seed"]): r for r in results}
-    points = [(0, by[("init", 0, seed)]["force_rmse_ev_per_ang"])]
-    points += [(by[(strategy, n, seed)]["n_labels"], by[(strategy, n, seed)]["force_rmse_ev_per_ang"]) for n in counts]
-    return [p[0] for p in points], [p[1] for p in points]
+    rows = [(0, by[("init", 0, seed)])] + [(by[(strategy, n, seed)]["n_labels"], by[(strategy, n, seed)]) for n in counts]
+    return [n for n, _ in rows], [row[test]["force_rmse_ev_per_ang"] for _, row in rows]
 
 
-def mean_curve(results: list[dict], strategy: str, seeds, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    curves = [curve(results, strategy, seed, counts) for seed in seeds]
+def mean_curve(results: list[dict], strategy: str, seeds, counts: list[int], test: str) -> tuple[np.ndarray, np.ndarray]:
+    curves = [curve(results, strategy, seed, counts, test) for seed in seeds]
     return np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
 
 
-def summarise(results: list[dict], strategies: list[str], counts: list[int], seeds: list[int],
+def summarise(results: list[dict], strategies: list[str], counts: list[int], seeds: list[int], test: str,
               n_boot: int = 2000) -> dict:
     """Per strategy: labels to reach random's best force (the mean over seeds of random at the largest
-    count) on the seed-mean curve, the ratio to random's labels there, and a bootstrap interval from
+    count) on the seed-mean curve, as a fraction of random's labels there, with a bootstrap interval from
     resampling each strategy's seeds independently (random's best resampled with them)."""
     rng = np.random.default_rng(0)
     n_best = max(counts)
 
     def ratio(strategy: str, strategy_seeds, random_seeds) -> float | None:
-        best = mean_curve(results, RANDOM, random_seeds, counts)[1][-1]
-        labels, forces = mean_curve(results, strategy, strategy_seeds, counts)
+        best = mean_curve(results, RANDOM, random_seeds, counts, test)[1][-1]
+        labels, forces = mean_curve(results, strategy, strategy_seeds, counts, test)
         reached = labels_to_reach(list(labels), list(forces), best)
         return None if reached is None else reached / n_best
 
-    random_best = float(mean_curve(results, RANDOM, seeds, counts)[1][-1])
     table = {}
     for strategy in strategies:
-        point = ratio(strategy, seeds, seeds)
         draws = [ratio(strategy, rng.choice(seeds, len(seeds)), rng.choice(seeds, len(seeds))) for _ in range(n_boot)]
         reached = [d for d in draws if d is not None]
-        forces = {n: [r["force_rmse_ev_per_ang"] for r in results if r["strategy"] == strategy and r["n"] == n]
+        forces = {n: [r[test]["force_rmse_ev_per_ang"] for r in results if r["strategy"] == strategy and r["n"] == n]
                   for n in counts}
         table[strategy] = {
-            "ratio_to_random_best": point,
+            "ratio_to_random_best": ratio(strategy, seeds, seeds),
             "ratio_ci95": [float(np.quantile(reached, 0.025)), float(np.quantile(reached, 0.975))] if reached else None,
             "bootstrap_reached_fraction": len(reached) / n_boot,
             "force_mean": {n: float(np.mean(f)) for n, f in forces.items()},
             "force_std": {n: float(np.std(f, ddof=1)) if len(f) > 1 else 0.0 for n, f in forces.items()},
         }
-    return {"random_best_force": random_best, "random_labels_at_best": n_best, "strategies": table}
+    return {"random_best_force": float(mean_curve(results, RANDOM, seeds, counts, test)[1][-1]),
+            "random_labels_at_best": n_best, "strategies": table}
 
 
-def plot(results: list[dict], strategies: list[str], counts: list[int], random_best: float, path: Path) -> None:
+def plot(results: list[dict], strategies: list[str], counts: list[int], summaries: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     seeds = sorted({r["seed"] for r in results if r["strategy"] == RANDOM})
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for i, strategy in enumerate(strategies):
-        curves = [curve(results, strategy, seed, counts) for seed in seeds]
-        n = np.mean([c[0] for c in curves], axis=0) + 0.25 * (i - len(strategies) / 2)  # offsets keep bars apart
-        f = np.array([c[1] for c in curves])
-        ax.errorbar(n, f.mean(axis=0), yerr=f.std(axis=0, ddof=1) if len(seeds) > 1 else None, color=f"C{i}",
-                    marker="o", capsize=3, label=strategy)
-    ax.axhline(random_best, color="k", ls=":", lw=1, label=f"random's best {random_best:.4f} eV/A")
-    ax.set_xlabel("labels added to the initial data")
-    ax.set_ylabel("test force RMSE, member 0 (eV/A)")
-    ax.set_title(f"mean and std over {len(seeds)} seeds", fontsize=9)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(summaries), figsize=(5.5 * len(summaries), 4.2), squeeze=False)
+    for ax, (test, summary) in zip(axes[0], summaries.items()):
+        for i, strategy in enumerate(strategies):
+            curves = [curve(results, strategy, seed, counts, test) for seed in seeds]
+            n = np.mean([c[0] for c in curves], axis=0) + 0.2 * (i - len(strategies) / 2)  # offsets keep bars apart
+            f = np.array([c[1] for c in curves])
+            ax.errorbar(n, f.mean(axis=0), yerr=f.std(axis=0, ddof=1) if len(seeds) > 1 else None, color=f"C{i}",
+                        marker="o", capsize=3, label=strategy)
+        ax.axhline(summary["random_best_force"], color="k", ls=":", lw=1, label="random's best")
+        ax.set_xlabel("labels added to the initial data")
+        ax.set_ylabel("force RMSE, member 0 (eV/A)")
+        ax.set_title(f"{test}: mean and std over {len(seeds)} seeds", fontsize=9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -334,26 +363,31 @@ def report_text(results: list[dict], summary: dict) -> None:
     print(f"pool {summary['pool_frames']} frames ({summary['pool_labeled']} labeled) from iterations "
           f"{summary['iterations']} at {summary['pool_temperatures']} K; {summary['n_init_frames']} initial frames; "
           f"{summary['steps_per_frame']:g} steps per frame (at least {summary['min_steps']}); "
-          f"test set {summary['test_frames']} frames; teacher record {summary['teacher_record']}")
+          f"test frames {summary['test_frames']}; teacher record {summary['teacher_record']}")
     for strategy, levels in summary["selections"].items():
         print(f"  {strategy}: {levels}")
-    print(f"{'strategy':19s} {'n':>3s} {'labels':>6s} {'seed':>4s} {'steps':>6s} {'E meV/at':>9s} {'F eV/A':>7s}")
+    tests = list(summary["test_sets"])
+    print(f"{'strategy':19s} {'n':>3s} {'labels':>6s} {'seed':>4s} {'steps':>6s} "
+          + " ".join(f"{t + ' E, F':>22s}" for t in tests))
     for r in sorted(results, key=lambda r: (r["n"], r["strategy"], r["seed"], r["stretch"])):
-        print(f"{r['strategy']:19s} {r['n']:3d} {r['n_labels']:6d} {r['seed']:4d} {r['steps']:6d} "
-              f"{r['energy_rmse_mev_per_atom']:9.2f} {r['force_rmse_ev_per_ang']:7.4f}")
-    for strategy, row in summary["strategies"].items():
-        means = ", ".join(f"n={n}: {row['force_mean'][n]:.4f} +- {row['force_std'][n]:.4f}" for n in row["force_mean"])
-        print(f"{strategy:19s} {means}")
-    print(f"labels to reach random's best force {summary['random_best_force']:.4f} eV/A, as a fraction of random's "
-          f"{summary['random_labels_at_best']} (95 % bootstrap over seeds):")
-    for strategy, row in summary["strategies"].items():
-        if strategy == RANDOM:
-            continue
-        point = row["ratio_to_random_best"]
-        interval = row["ratio_ci95"]
-        print(f"ratio {strategy}/random: " + ("not reached" if point is None else f"{point:.2f}") +
-              (f" ({interval[0]:.2f}-{interval[1]:.2f}, reached in {row['bootstrap_reached_fraction']:.0%} of resamples)"
-               if interval else ""))
+        print(f"{r['strategy']:19s} {r['n']:3d} {r['n_labels']:6d} {r['seed']:4d} {r['steps']:6d} " + " ".join(
+            f"{r[t]['energy_rmse_mev_per_atom']:13.2f} {r[t]['force_rmse_ev_per_ang']:8.4f}" for t in tests))
+    for test in tests:
+        print(f"{test}: force RMSE (eV/A), mean +- std over seeds")
+        for strategy, row in summary["test_sets"][test]["strategies"].items():
+            print(f"  {strategy:19s} " + ", ".join(f"n={n}: {row['force_mean'][n]:.4f} +- {row['force_std'][n]:.4f}"
+                                                  for n in row["force_mean"]))
+    for test in tests:
+        part = summary["test_sets"][test]
+        print(f"{test}: labels to reach random's best force {part['random_best_force']:.4f} eV/A, as a fraction of "
+              f"random's {part['random_labels_at_best']} (95 % bootstrap over seeds):")
+        for strategy, row in part["strategies"].items():
+            if strategy == RANDOM:
+                continue
+            point, interval = row["ratio_to_random_best"], row["ratio_ci95"]
+            print(f"  ratio {strategy}/random: " + ("not reached" if point is None else f"{point:.2f}") +
+                  (f" ({interval[0]:.2f}-{interval[1]:.2f}, reached in {row['bootstrap_reached_fraction']:.0%} "
+                   "of resamples)" if interval else ""))
 
 
 if __name__ == "__main__":

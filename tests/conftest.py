@@ -32,7 +32,8 @@ TINY_RUN = [
     "experiment=demo", "run_name=r", "model.n_members=2", "model.numb_steps=10", "model.member0_numb_steps=null",
     "explore.temperatures=[700]", "explore.n_steps=40", "explore.record_every=10",
     "explore.structures=[{x: 0.5, li_order: random, seed: 0, supercell: [1, 1, 1]}]",
-    "selection=trust_window", "selection.trust_lo=0.0", "selection.trust_hi=100.0", "selection.max_selected=3",
+    "selection=trust_window", "selection.trust_lo=0.0", "selection.trust_hi=teacher", "selection.max_selected=3",
+    "selection.priority=valence",  # the ensemble scores the candidates inside the loop
     "validate.test_structures=[{x: 0.5, seed: 3, supercell: [1, 1, 1]}]", "validate.frames_per_structure=2",
     "validate.relax_steps=10",
     "validate.dynamics.structures=[{x: 0.5, seed: 4, supercell: [1, 1, 1]}]", "validate.dynamics.seeds=[0]",
