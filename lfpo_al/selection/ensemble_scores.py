@@ -58,12 +58,6 @@ def breathing_forces(forces: np.ndarray, atoms: Atoms, metals: np.ndarray, ligan
     return np.einsum("mkld,kld->mk", relative, units)
 
 
-def max_force_deviation(forces: np.ndarray) -> float:
-    """deepmd's max_devi_f of one frame from the members' forces (M, N, 3)."""
-    spread = np.sqrt(np.mean(np.sum((forces - forces.mean(axis=0)) ** 2, axis=-1), axis=0))
-    return float(spread.max())
-
-
 def species_mean_descriptor(descriptor: np.ndarray, atom_types: np.ndarray, n_types: int) -> np.ndarray:
     """(N, D) per-atom descriptor -> (n_types * D,): the mean over each species' atoms, zeros where absent."""
     parts = []
@@ -77,6 +71,7 @@ def score_frames(models: list[str | Path], frames: list[Atoms], metal: str, oxyg
                  descriptors: bool = False) -> EnsembleScores:
     """Evaluate every member on every frame (frames with the same atoms as one batch)."""
     from deepmd.infer import DeepPot
+    from deepmd.infer.model_devi import calc_model_devi_f
 
     members = [DeepPot(str(path)) for path in models]
     type_map = members[0].get_type_map()
@@ -90,11 +85,12 @@ def score_frames(models: list[str | Path], frames: list[Atoms], metal: str, oxyg
         atom_types = np.array([type_map.index(s) for s in first.get_chemical_symbols()])
         coords = np.stack([frames[i].positions.reshape(-1) for i in indices])
         cells = np.stack([frames[i].cell.array.reshape(-1) for i in indices])
-        forces = np.stack([m.eval(coords, cells, atom_types)[1].reshape(len(indices), -1, 3) for m in members], axis=1)
+        by_member = np.stack([m.eval(coords, cells, atom_types)[1].reshape(len(indices), -1, 3) for m in members])
+        deviation[indices] = calc_model_devi_f(by_member)[0]
+        forces = by_member.swapaxes(0, 1)  # (frames, members, atoms, 3)
         if descriptors:
             per_atom = members[0].eval_descriptor(coords, cells, atom_types)
         for j, i in enumerate(indices):
-            deviation[i] = max_force_deviation(forces[j])
             metals, ligands = metal_ligands(frames[i], metal, oxygen)
             spread = breathing_forces(forces[j], frames[i], metals, ligands).std(axis=0)
             valence[i] = float(spread.max()) if spread.size else 0.0
