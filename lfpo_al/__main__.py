@@ -22,7 +22,11 @@ EXAMPLES = """examples:
   python -m lfpo_al train --cfg system=lmpo                # print the composed config and exit
   python -m lfpo_al train --dry-run experiment=production  # what a run would submit and cost; runs nothing
   python -m lfpo_al distill run_name=demo                  # compressed student of the demo's final model
+  python -m lfpo_al --config-dir my_configs train system=my_olivine   # my_configs/system/my_olivine.yaml
 """
+
+CONFIG_DIR_HELP = ("a folder of your own configs (group folders such as system/, machine/, experiment/), searched "
+                   "before the package's; same as $LFPO_AL_CONFIG_DIR")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,10 +36,13 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
     )
+    p.add_argument("--config-dir", metavar="DIR", help=CONFIG_DIR_HELP)
     sub = p.add_subparsers(dest="command", metavar="command", required=True)
     for name, text in COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+        # SUPPRESS: a sub-command's absent option must not erase the one given before the sub-command
+        cmd.add_argument("--config-dir", metavar="DIR", default=argparse.SUPPRESS, help=CONFIG_DIR_HELP)
         if name == "status":
             cmd.add_argument("--check", action="store_true",
                              help="also read back every dataset and model of the run and name any damaged file")
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         cli.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides += rest
     setup_logging()
+    if args.config_dir:  # the environment carries it to anything this command starts
+        os.environ["LFPO_AL_CONFIG_DIR"] = args.config_dir
     try:
         overrides = args.overrides + (["loop.dry_run=true"] if getattr(args, "dry_run", False) else [])
         return run(args.command, overrides, args.cfg, getattr(args, "check", False))

@@ -1,4 +1,4 @@
-"""Compose the Hydra config tree in ``configs/`` and instantiate its groups.
+"""Compose the Hydra config tree (``lfpo_al/configs/``, after a user's own folder) and instantiate its groups.
 
 The CLI has sub-commands, so it uses Hydra's compose API rather than ``@hydra.main``; the run folder is
 fixed by ``run_name`` (not a timestamp) so that rerunning a command resumes it.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, version
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -23,33 +25,70 @@ from lfpo_al.errors import UserError, first_line
 GROUPS = ("system", "model", "explore", "selection", "label", "validate", "analysis", "distill", "machine", "tracking", "experiment")
 
 
-def config_dir() -> Path:
-    """``$LFPO_AL_CONFIG_DIR`` or the ``configs/`` folder beside the package."""
-    path = Path(os.environ.get("LFPO_AL_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-    if not (path / "config.yaml").is_file():
-        raise UserError(f"no config.yaml in {path}; set LFPO_AL_CONFIG_DIR to the project's configs/ folder")
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
+USER_CONFIG_ENV = "LFPO_AL_CONFIG_DIR"
+
+
+def user_config_dir() -> Path | None:
+    """The user's own config folder (``--config-dir`` or ``$LFPO_AL_CONFIG_DIR``), searched before the
+    package's: it holds group folders like the package's (``system/my_olivine.yaml``), and a file named
+    as a shipped one replaces it."""
+    given = os.environ.get(USER_CONFIG_ENV)
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"config folder {given} (--config-dir or {USER_CONFIG_ENV}) is not a directory; "
+                        "give a folder holding group folders such as system/ or machine/")
     return path
 
 
-def group_options(group: str, root: Path | None = None) -> list[str]:
-    root = root or config_dir()
-    return sorted(p.stem for p in (root / group).glob("*.yaml"))
+def config_dirs() -> list[Path]:
+    """Where configs are searched, first match wins: the user's folder, then the package's."""
+    user = user_config_dir()
+    return [user, PACKAGE_CONFIGS] if user else [PACKAGE_CONFIGS]
 
 
-def _check_group_choices(overrides: list[str], root: Path) -> None:
+def group_options(group: str) -> list[str]:
+    return sorted({p.stem for root in config_dirs() for p in (root / group).glob("*.yaml")})
+
+
+def _check_group_choices(overrides: list[str]) -> None:
     """Name the unknown option and the valid ones in one line, before Hydra's longer message."""
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
-        if sep and key in GROUPS and value not in ("null", "") and value not in group_options(key, root):
-            raise UserError(f"unknown {key} '{value}'; choose one of: {', '.join(group_options(key, root))} (configs/{key}/)")
+        if sep and key in GROUPS and value not in ("null", "") and value not in group_options(key):
+            where = " or ".join(f"{root / key}/" for root in config_dirs())
+            raise UserError(f"unknown {key} '{value}'; choose one of: {', '.join(group_options(key))} ({where})")
+
+
+@contextmanager
+def _hydra_searching(dirs: list[Path]) -> Iterator[None]:
+    """``initialize_config_dir`` for the package's folder with the user's folder put before it: Hydra's own
+    ``hydra.searchpath`` appends after the primary folder, where a user's file could not replace a shipped one."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    *first, package = dirs
+    search_path = create_config_search_path(search_path_dir=str(package))
+    for path in first:
+        search_path.prepend("lfpo_al-user", f"file://{path}", anchor=SearchPathQuery(provider="main"))
+    backup = get_gh_backup()
+    version.setbase("1.3")
+    Hydra.create_main_hydra2(task_name="lfpo_al", config_search_path=search_path)
+    try:
+        yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    root = config_dir()
     overrides = list(overrides)
-    _check_group_choices(overrides, root)
+    _check_group_choices(overrides)
     try:
-        with initialize_config_dir(config_dir=str(root), version_base="1.3"):
+        with _hydra_searching(config_dirs()):
             return compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         missing = re.search(r"Could not override '([^']+)'", str(exc))

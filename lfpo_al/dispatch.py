@@ -1,13 +1,16 @@
 """Where heavy jobs run: a dpdispatcher ``Machine`` and ``Resources`` pair (``configs/machine/``).
 
 Training members, MD explorations and DFT tasks all go through dpdispatcher; this module only checks
-the two dicts against dpdispatcher's own argument schema and builds its objects.
+the two dicts against dpdispatcher's own argument schema and builds its objects. Each step (``train``,
+``explore``, ``label``) may run on a machine of its own: ``machine.<step>`` overrides the shared keys,
+so a cluster trains and runs MD on a GPU partition and DFT on a CPU one.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import shlex
 import shutil
 import sys
@@ -34,6 +37,15 @@ class MachineSettings:
     programs: dict = field(default_factory=dict)
     # torch/OpenMP threads of every job's process (lfpo_al.threads); null: the libraries' defaults
     threads_per_process: int | None = None
+    # per-step overrides of the keys above (STEP_KEYS), e.g. {resources: {queue_name: gpu, gpu_per_node: 1}}
+    train: dict = field(default_factory=dict)
+    explore: dict = field(default_factory=dict)
+    label: dict = field(default_factory=dict)
+    # times faster than one CPU core a task runs on one GPU of this machine, for the dry run's prices;
+    # null: unknown, GPU time priced at the one-core estimate (an upper bound)
+    gpu_speedup: float | None = None
+    # set on the machine for_step gives: the step it is for (None: the shared machine)
+    step_name: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from dpdispatcher import Machine, Resources
@@ -56,6 +68,43 @@ class MachineSettings:
             raise UserError(
                 "machine.machine.remote_root is required with SSHContext: a folder on the cluster its compute nodes see"
             )
+        speedup = self.gpu_speedup
+        if speedup is not None and (isinstance(speedup, bool) or not isinstance(speedup, (int, float))
+                                    or not math.isfinite(speedup) or speedup <= 0):
+            raise UserError(f"gpu_speedup={speedup!r} must be a positive number (a measured task time on one CPU "
+                            "core over its time on one GPU) or null")
+        if self.step_name is None:
+            self._steps = {step: self._step_settings(step) for step in STEPS}
+
+    def _step_settings(self, step: str) -> "MachineSettings":
+        override = getattr(self, step)
+        if override is None:
+            override = {}
+        if not isinstance(override, dict):
+            raise UserError(f"machine.{step} must be a mapping of keys to override ({', '.join(sorted(STEP_KEYS))}), "
+                            f"not {override!r}")
+        unknown = sorted(set(override) - STEP_KEYS)
+        if unknown:
+            raise UserError(f"machine.{step} has unknown key(s) {', '.join(unknown)}; it overrides "
+                            f"{', '.join(sorted(STEP_KEYS))}")
+        merged = {key: getattr(self, key) for key in STEP_KEYS}
+        for key, value in override.items():
+            if key in MERGED_KEYS and not isinstance(value or {}, dict):
+                raise UserError(f"machine.{step}.{key} must be a mapping (its keys replace those of machine.{key})")
+            # the dicts merge key by key: a step changes the partition without restating the rest
+            merged[key] = {**merged[key], **(value or {})} if key in MERGED_KEYS else value
+        try:
+            return MachineSettings(**merged, programs=self.programs, step_name=step)
+        except UserError as exc:
+            raise UserError(f"machine.{step}: {exc}") from None
+
+    def for_step(self, step: str) -> "MachineSettings":
+        """The machine the ``train``, ``explore`` or ``label`` step's jobs run on."""
+        return self if self.step_name is not None else self._steps[step]
+
+    @property
+    def gpus_per_job(self) -> int:
+        return int(self.resources.get("gpu_per_node") or 0) * int(self.resources.get("number_node") or 1)
 
     def resources_for(self, cores_per_task: int) -> dict:
         """The resources of a job whose tasks use ``cores_per_task`` cores each: ``cpu_per_node: null``
@@ -64,6 +113,11 @@ class MachineSettings:
         if resources.get("cpu_per_node") is None:
             resources["cpu_per_node"] = int(cores_per_task)
         return resources
+
+
+STEPS = ("train", "explore", "label")
+STEP_KEYS = {"machine", "resources", "command_prefix", "envs", "parallel_jobs", "threads_per_process", "gpu_speedup"}
+MERGED_KEYS = {"machine", "resources", "envs"}
 
 
 @dataclass

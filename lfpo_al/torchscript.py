@@ -1,8 +1,8 @@
 """Frozen deepmd models (TorchScript ``model.pth``) run under TorchScript's simple executor.
 
 The default (profiling) executor re-optimises each loaded model during its first three calls
-(0.8-1.3 s each on one core) and then evaluates the demo's 52-atom cell in 70 ms; the simple executor
-takes 39 ms from the second call on, forces equal to 1e-6 eV/A (docs/costs.md, *TorchScript executor*).
+and then evaluates slower than the simple executor does from its second call on, with forces equal to
+1e-6 eV/A (measured in docs/costs.md, *TorchScript executor*).
 Every process that evaluates frozen models calls this first; the setting is per process.
 """
 

@@ -7,6 +7,7 @@ running munged is never read or touched (only /etc/munge/munge.key is created if
 
     python scripts/local_slurm.py up [DIR]     # prints: export SLURM_CONF=DIR/slurm.conf
     python -m lfpo_al train machine=slurm ...  # in that shell
+    python scripts/local_slurm.py up --gpu-partition gpu --partition cpu   # two partitions, as machine=slurm_gpu
     python scripts/local_slurm.py down DIR     # stops the daemons by their pid files
 
 DIR's parent folders must be searchable by the munge user (the default, a new folder in /tmp, is).
@@ -31,6 +32,7 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_USER = "munge"
 COMMANDS = ("munged", "mungekey", "runuser", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel")
 DAEMONS = ("slurmd", "slurmctld", "munged")  # stop order: the node first, munge last
+STAND_IN_GPU = "/dev/null"  # the device file the GPU partition's gres is bound to (a character device on every host)
 
 
 class ClusterError(RuntimeError):
@@ -72,9 +74,14 @@ def free_ports(count: int) -> list[int]:
 class LocalSlurm:
     """One cluster in ``root``: ``up()`` starts it and waits for the node to be idle, ``down()`` stops it."""
 
-    def __init__(self, root: str | Path | None = None, partition: str = "debug", cpus: int = 2):
+    def __init__(self, root: str | Path | None = None, partition: str = "debug", cpus: int = 2,
+                 gpu_partition: str | None = None):
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="lfpo-slurm-"))
         self.partition, self.cpus = partition, cpus
+        # a second partition on the same node, whose jobs may ask for its one GPU (--gres=gpu:1); the node
+        # has no real GPU: the gres is bound to a stand-in device file, so Slurm schedules it and sets
+        # CUDA_VISIBLE_DEVICES as it would on a GPU node, and the job computes on the CPU
+        self.gpu_partition = gpu_partition
         self.conf = self.root / "slurm.conf"
         self.munge_dir = self.root / "munge"  # owned by the munge user, who must also traverse self.root
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -156,12 +163,19 @@ class LocalSlurm:
             "SlurmctldLogFile": self.log_file("slurmctld"),
             "SlurmdLogFile": self.log_file("slurmd"),
         }
+        gres = ""
+        if self.gpu_partition:
+            settings["GresTypes"] = "gpu"
+            (self.root / "gres.conf").write_text(f"NodeName=localhost Name=gpu File={STAND_IN_GPU}\n")
+            gres = " Gres=gpu:1"
         lines = [f"{key}={value}" for key, value in settings.items()]
         lines += [
             f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={min(self.cpus, node['CPUs'])} "
-            f"RealMemory={node['RealMemory']} State=UNKNOWN",
+            f"RealMemory={node['RealMemory']}{gres} State=UNKNOWN",
             f"PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
         ]
+        if self.gpu_partition:
+            lines.append(f"PartitionName={self.gpu_partition} Nodes=localhost MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
 
     def _daemon(self, name: str, argv: list[str]) -> None:
@@ -181,7 +195,8 @@ class LocalSlurm:
 
     def node_state(self) -> str:
         done = self.client("sinfo", "-h", "-N", "-n", "localhost", "-o", "%t", check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
+        states = set(done.stdout.split()) if done.returncode == 0 else set()  # one line per partition
+        return states.pop() if len(states) == 1 else ""
 
     def client(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         """A Slurm client command against this cluster."""
@@ -202,7 +217,8 @@ class LocalSlurm:
     def down(self, timeout: float = 15.0) -> None:
         """Cancel this cluster's jobs, then stop its daemons (node, controller, munged) by their pid files."""
         if "slurmctld" in self.pids():
-            self.client("scancel", "--full", f"--partition={self.partition}", check=False)
+            for partition in filter(None, (self.partition, self.gpu_partition)):
+                self.client("scancel", "--full", f"--partition={partition}", check=False)
         for daemon in DAEMONS:
             pid = self.pids().get(daemon)
             if pid is None:
@@ -240,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("dir", nargs="?", help="folder for its files (default: a new one under the temp dir)")
     up.add_argument("--partition", default="debug")
     up.add_argument("--cpus", type=int, default=2)
+    up.add_argument("--gpu-partition", help="also a partition whose jobs get the node's one (stand-in) GPU")
     down = sub.add_parser("down", help="stop the cluster started in DIR")
     down.add_argument("dir")
     args = parser.parse_args(argv)
@@ -247,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         LocalSlurm(args.dir).down()
         return 0
     try:
-        cluster = LocalSlurm(args.dir, args.partition, args.cpus).up()
+        cluster = LocalSlurm(args.dir, args.partition, args.cpus, args.gpu_partition).up()
     except ClusterError as exc:
         print(f"local Slurm did not start: {exc}", file=sys.stderr)
         return 1

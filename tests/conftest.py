@@ -139,7 +139,7 @@ def unit_cells(load_system):
     return [build_structure(system, BuildSpec(supercell=[1, 1, 1], x=x, seed=0)) for x in (1.0, 0.75)]
 
 
-SLOW_SECONDS = 60  # README, Development: a test longer than this is marked slow and listed with its time
+SLOW_SECONDS = 60  # CONTRIBUTING.md, Test budget: a test longer than this is marked slow and listed with its time
 _durations: dict[str, tuple[float, bool]] = {}
 
 
@@ -154,4 +154,4 @@ def pytest_terminal_summary(terminalreporter):
     if unmarked:
         terminalreporter.section(f"tests over {SLOW_SECONDS} s not marked slow")
         for seconds, nodeid in unmarked:
-            terminalreporter.write_line(f"{seconds:7.1f} s  {nodeid}: mark it slow and list it in README's test budget")
+            terminalreporter.write_line(f"{seconds:7.1f} s  {nodeid}: mark it slow and list it in CONTRIBUTING.md's test budget")

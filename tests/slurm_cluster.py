@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 PARTITION = "lfpo_test"
+GPU_PARTITION = "lfpo_gpu"  # the same node, with one stand-in GPU (scripts/local_slurm.py)
 
 
 def load_local_slurm():
@@ -27,12 +28,12 @@ def load_local_slurm():
     return module
 
 
-def start_cluster(local_slurm, partition: str = PARTITION):
+def start_cluster(local_slurm, partition: str = PARTITION, gpu_partition: str | None = None):
     """An up cluster, or a skip naming why there is none."""
     problem = local_slurm.missing_requirement()
     if problem:
         pytest.skip(f"no loopback Slurm: {problem}")
-    cluster = local_slurm.LocalSlurm(partition=partition)
+    cluster = local_slurm.LocalSlurm(partition=partition, gpu_partition=gpu_partition)
     start = time.perf_counter()
     try:
         cluster.up()
@@ -47,7 +48,7 @@ def start_cluster(local_slurm, partition: str = PARTITION):
 @pytest.fixture(scope="session")
 def slurm_cluster():
     local_slurm = load_local_slurm()
-    cluster = start_cluster(local_slurm)
+    cluster = start_cluster(local_slurm, gpu_partition=GPU_PARTITION)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", str(cluster.conf))
         yield cluster

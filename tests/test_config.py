@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import run_cli
-from lfpo_al.config import GROUPS, compose_config, config_dir, group_options, instantiate_group
+from lfpo_al.config import GROUPS, compose_config, group_options, instantiate_group
 from lfpo_al.errors import UserError
 
 OPTIONS = [(group, option) for group in GROUPS for option in group_options(group)]
@@ -42,10 +42,20 @@ def test_unknown_key_names_it():
         compose_config(["build.frac=0.5"])
 
 
-def test_config_dir_env_override(tmp_path, monkeypatch):
+def test_user_config_folder_adds_and_replaces_options(tmp_path, monkeypatch):
+    """The user's folder is searched first: a new option is listed and composed, a same-named one wins."""
+    lfpo = compose_config([]).system
+    (tmp_path / "machine").mkdir()
+    (tmp_path / "machine" / "my_cluster.yaml").write_text("defaults: [slurm, _self_]\nresources: {queue_name: mine}\n")
+    (tmp_path / "machine" / "local.yaml").write_text("defaults: [slurm, _self_]\nresources: {queue_name: replaced}\n")
     monkeypatch.setenv("LFPO_AL_CONFIG_DIR", str(tmp_path))
-    with pytest.raises(UserError, match="no config.yaml"):
-        config_dir()
+    assert "my_cluster" in group_options("machine") and "slurm" in group_options("machine")
+    assert compose_config(["machine=my_cluster"]).machine.resources.queue_name == "mine"
+    assert compose_config([]).machine.resources.queue_name == "replaced"  # the default option, the user's file
+    assert compose_config([]).system == lfpo  # groups the user does not have come from the package
+    monkeypatch.setenv("LFPO_AL_CONFIG_DIR", str(tmp_path / "absent"))
+    with pytest.raises(UserError, match="absent .*is not a directory"):
+        compose_config([])
 
 
 def test_invalid_settings_rejected():

@@ -77,7 +77,7 @@ def test_production_experiment_plans_with_the_large_model_cost(tmp_path):
     assert plan.stage("label init data").tasks == (8 + 2) * 3
     assert plan.stage("label selected").tasks == 100 and plan.run_label_cap == min(3000, 20 * 100)
     assert LARGE_COST.name in plan.cost_model
-    assert plan.whole_run()[0] > 20 * plan.stage("MD tasks").core_s
+    assert plan.whole_run()[0]["core-h"] > 20 * plan.stage("MD tasks").core_s
 
 
 def test_existing_run_folder_is_read_not_touched(tmp_path):
@@ -118,3 +118,55 @@ def test_member_zero_steps_that_grow_with_the_data_are_planned_at_their_mean(tmp
     assert plan.stage("train members").core_s == pytest.approx(
         steps * 52 * STARTER_COST.train_core_s_per_batch_atom + 3 * TRAIN_TASK_STARTUP_S)
     assert "member 0: 120, up to 170 on the last iteration's 17 frames" in plan_text(plan)
+
+
+GPU_CPU = ["machine=slurm_gpu", "machine.resources.queue_name=cpu_part", "machine.train.resources.queue_name=gpu_part",
+           "machine.explore.resources.queue_name=gpu_part"]
+
+
+def test_each_step_is_priced_on_its_own_machine(tmp_path):
+    """slurm_gpu: training and MD in GPU-hours on the GPU partition, labels in core-hours on the CPU one."""
+    cpu = make_plan(compose_config([f"runs_dir={tmp_path}", "machine=slurm", *HAND]))
+    unknown = make_plan(compose_config([f"runs_dir={tmp_path}", *GPU_CPU, *HAND]))
+    measured = make_plan(compose_config([f"runs_dir={tmp_path}", *GPU_CPU, *HAND, "machine.train.gpu_speedup=20",
+                                         "machine.explore.gpu_speedup=4"]))
+    for name in ("train members", "MD tasks"):
+        on_cpu, bound = cpu.stage(name), unknown.stage(name)
+        assert (on_cpu.cost_unit, bound.cost_unit) == ("core-h", "GPU-h")
+        assert bound.cost_is_bound and bound.cost_s == pytest.approx(on_cpu.core_s)  # one GPU per job, one core's time
+    assert measured.stage("train members").cost_s == pytest.approx(cpu.stage("train members").core_s / 20)
+    assert measured.stage("MD tasks").cost_s == pytest.approx(cpu.stage("MD tasks").core_s / 4)
+    assert measured.stage("MD tasks").wall_s == pytest.approx(cpu.stage("MD tasks").wall_s / 4)
+    for name in ("label init data", "label test set", "label selected"):
+        assert measured.stage(name).cost_unit == "core-h" and measured.stage(name).cost_s == cpu.stage(name).core_s
+    totals = measured.whole_run()[0]
+    assert set(totals) == {"core-h", "GPU-h"}
+    gpu_stages = [measured.stage("train members"), measured.stage("MD tasks")]
+    assert totals["GPU-h"] == pytest.approx(measured.max_iters * sum(s.cost_s for s in gpu_stages))
+
+    text = plan_text(unknown)
+    assert "train: Slurm via LocalContext, queue gpu_part" in text and "label: Slurm via LocalContext, queue cpu_part" in text
+    train_row = next(line for line in text.splitlines() if line.strip().startswith("train members"))
+    label_row = next(line for line in text.splitlines() if line.strip().startswith("label test set"))
+    assert "<=" in train_row and "GPU-h" in train_row and "core-h" in label_row
+    assert "gpu_speedup" in text  # the note says how to price the GPU time
+
+
+def test_step_machines_merge_key_by_key_and_refuse_unknown_keys():
+    machine = instantiate_group(compose_config(GPU_CPU), "machine")
+    train, label = machine.for_step("train"), machine.for_step("label")
+    assert train.resources["queue_name"] == "gpu_part" and train.resources["gpu_per_node"] == 1
+    assert train.resources["module_list"] == machine.resources["module_list"]  # not restated: the shared value
+    assert train.envs == machine.envs and train.machine == machine.machine
+    assert label.resources == machine.resources and label.gpus_per_job == 0 and train.gpus_per_job == 1
+    shared = instantiate_group(compose_config([]), "machine")
+    assert all(shared.for_step(step).resources == shared.resources for step in ("train", "explore", "label"))
+    for override, message in (
+        ("+machine.train.partition=gpu", r"machine.train has unknown key\(s\) partition"),
+        ("machine.train=5", "machine.train must be a mapping"),
+        ("+machine.label.resources.queue_name=7", "machine.label: machine.resources is not a valid dpdispatcher"),
+        ("machine.gpu_speedup=0", "gpu_speedup=0 must be a positive number"),
+        ("machine.gpu_speedup=nan", "gpu_speedup=nan must be a positive number"),
+    ):
+        with pytest.raises(UserError, match=message):
+            instantiate_group(compose_config([override]), "machine")

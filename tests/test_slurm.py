@@ -2,8 +2,10 @@
 
 A label step labels three built LixFePO4 frames with CHGNet (one process per task) as two Slurm jobs
 (group_size 2); the tests
-check the labels, that each task ran inside a job the controller scheduled and completed, a two-member
-deepmd fine-tune submitted the same way, and that a cluster leaves no daemon behind when stopped.
+check the labels, that each task ran inside a job the controller scheduled and completed, and that a
+cluster leaves no daemon behind when stopped. With machine=slurm_gpu on the cluster's two partitions, a
+two-member deepmd fine-tune and an MD task go to the GPU partition with one GPU per job, and a label to
+the CPU partition, each job with its own header lines.
 """
 
 import dataclasses
@@ -19,13 +21,15 @@ import numpy as np
 import pytest
 
 from lfpo_al.config import compose_config, instantiate_group
+from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.explore.step import explore_step
 from lfpo_al.label.frames import LABELED_FILE
 from lfpo_al.label.driver import label_frames
 from lfpo_al.structures import BuildSpec, build_structure
 from lfpo_al.train.ensemble import train_ensemble
 from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.train.settings import ModelSettings
-from slurm_cluster import load_local_slurm, slurm_cluster, start_cluster  # noqa: F401  (slurm_cluster: fixture)
+from slurm_cluster import GPU_PARTITION, load_local_slurm, slurm_cluster, start_cluster  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one loopback cluster per run
 
@@ -120,20 +124,56 @@ def test_a_batching_teacher_labels_a_round_in_one_slurm_job(label_run, slurm_clu
         assert batched.get_potential_energy() == pytest.approx(alone.get_potential_energy(), abs=1e-6)
 
 
-def test_ensemble_members_train_as_slurm_jobs(label_run, slurm_cluster, tmp_path):
-    """Two deepmd fine-tunes of 2 steps each from the starter model, one job per member."""
-    _, machine = slurm_settings(slurm_cluster, "machine.resources.group_size=1")
+@pytest.fixture(scope="module")
+def gpu_cpu_machine(slurm_cluster):
+    """``machine=slurm_gpu`` as shipped, its two partitions renamed to the loopback cluster's."""
+    cfg = compose_config(["machine=slurm_gpu", f"machine.resources.queue_name={slurm_cluster.partition}",
+                          f"machine.train.resources.queue_name={GPU_PARTITION}",
+                          f"machine.explore.resources.queue_name={GPU_PARTITION}"])
+    return instantiate_group(cfg, "machine")
+
+
+def assert_jobs_on(jobs: list[dict], partition: str, gpus: int, time_limit: str) -> None:
+    for job in jobs:
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+        assert job["Partition"] == partition, job
+        script = job["script"]
+        assert f"#SBATCH --partition {partition}" in script and f"#SBATCH --time={time_limit}" in script, script
+        assert ("#SBATCH --gres=gpu:1" in script) == (gpus == 1), script
+        assert job["RunTime"] != "00:00:00", job  # the task ran inside the job, not before or after it
+
+
+def test_members_train_on_the_gpu_partition_and_see_their_gpu(label_run, slurm_cluster, gpu_cpu_machine, tmp_path):
+    """Two deepmd fine-tunes of 2 steps each from the starter model, one GPU job per member."""
     systems = sorted(p.parent for p in Path(label_run["report"].data_dir).rglob("type.raw"))
     settings = ModelSettings(n_members=2, numb_steps=2, bootstrap_fraction=1.0)
-    members = train_ensemble(settings, label_run["system"].type_map, systems, tmp_path / "00.train", machine,
-                             resolve_pretrained("starter"))
+    members = train_ensemble(settings, label_run["system"].type_map, systems, tmp_path / "00.train",
+                             gpu_cpu_machine.for_step("train"), resolve_pretrained("starter"))
     assert all(m.frozen.is_file() and m.checkpoint.is_file() for m in members)
     jobs = jobs_submitted_from(slurm_cluster, tmp_path / "00.train")
     assert len(jobs) == 2, jobs
-    for job in jobs:
-        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
-        assert f"#SBATCH --partition {slurm_cluster.partition}" in job["script"]
-        assert job["RunTime"] != "00:00:00", job  # the fine-tune ran inside the job, not before or after it
+    assert_jobs_on(jobs, GPU_PARTITION, gpus=1, time_limit="04:00:00")
+    for member in members:  # deepmd-kit reports the GPU Slurm gave the job (a stand-in here: it computes on CPU)
+        assert "CUDA_VISIBLE_DEVICES: 0" in (member.frozen.parent / "train.log").read_text()
+
+
+def test_md_on_the_gpu_partition_and_labels_on_the_cpu_partition(label_run, slurm_cluster, gpu_cpu_machine, tmp_path):
+    model = resolve_pretrained("starter")
+    explore = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "seed": 0, "supercell": [1, 1, 1]}],
+                              n_steps=10, record_every=5)
+    system = label_run["system"]
+    summary = explore_step(explore, system, BuildSpec(supercell=[1, 1, 1]), [model, model], tmp_path / "01.explore",
+                           gpu_cpu_machine.for_step("explore"))
+    assert summary["trajectories"][0].get("n_frames", 0) >= 2, summary
+    assert_jobs_on(jobs_submitted_from(slurm_cluster, tmp_path / "01.explore"), GPU_PARTITION, gpus=1,
+                   time_limit="04:00:00")
+
+    labeler = instantiate_group(compose_config([]), "label")
+    report = label_frames(label_run["frames"][:1], labeler, gpu_cpu_machine.for_step("label"), tmp_path / "03.label",
+                          system, progress=False)
+    assert report.n_labeled == 1, report
+    assert_jobs_on(jobs_submitted_from(slurm_cluster, tmp_path / "03.label"), slurm_cluster.partition, gpus=0,
+                   time_limit="24:00:00")
 
 
 def test_a_stopped_cluster_leaves_no_daemon_and_others_run_on(slurm_cluster, tmp_path):

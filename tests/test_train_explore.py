@@ -173,3 +173,15 @@ def test_explore_stops_on_deviation(members, machine, load_system, tmp_path):
                                n_steps=20, record_every=5, abort_deviation=1e-6)
     (traj,) = explore_step(settings, load_system("lfpo"), None, [m.frozen for m in members], tmp_path, machine)["trajectories"]
     assert traj["n_frames"] == 1 and traj["stop_reason"].startswith("deviation")
+
+
+def test_a_model_with_more_elements_than_the_system_scores_by_its_own_type_map(machine, load_system, tmp_path):
+    """The starter names Li, Fe, Mn, Co, Ni, P, O: two copies of it agree (deviation ~0) only when every
+    atom is typed by the model's map, not the system's Li, Fe, P, O."""
+    starter = resolve_pretrained("starter")
+    assert DeepPot(str(starter)).get_type_map() != load_system("lfpo").type_map
+    settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "seed": 0, "supercell": [1, 1, 1]}],
+                               n_steps=10, record_every=5)
+    explore_step(settings, load_system("lfpo"), None, [starter, starter], tmp_path, machine)
+    devi = np.loadtxt(tmp_path / "traj.000" / "model_devi.out", ndmin=2)
+    assert len(devi) == 3 and devi[:, 4].max() < 1e-4, devi

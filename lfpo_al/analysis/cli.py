@@ -70,7 +70,7 @@ def _sources(settings: AnalysisSettings, cfg: DictConfig, system, mode: str, run
                 for p, t, n in zip(settings.trajectories, temps, names)], {"mode": mode}
     models = model_paths(settings, runs_dir)
     explore = instantiate_group(cfg, "explore")
-    machine = instantiate_group(cfg, "machine")
+    machine = instantiate_group(cfg, "machine").for_step("explore")
     build_defaults = make_settings(BuildSpec, to_plain(cfg.build), "build") if "build" in cfg else None
     driver = production_driver(settings, runs_dir, run_name)
     sources = run_production(settings, explore, system, build_defaults, models, machine,

@@ -83,10 +83,10 @@ def distill(settings, system, explore, build_defaults, machine, teacher: Path, l
 
     type_map = list(system.type_map)
     if not layout.train_data.is_dir():
-        trajectories = teacher_md(settings, explore, system, build_defaults, teacher, layout, machine)
+        trajectories = teacher_md(settings, explore, system, build_defaults, teacher, layout, machine.for_step("explore"))
         n_frames = label_trajectories(teacher, trajectories, type_map, layout.train_data)
         log.info("distill: %d frames labeled by the teacher model in %s", n_frames, layout.train_data)
-    student = train_student(settings, type_map, layout, machine)
+    student = train_student(settings, type_map, layout, machine.for_step("train"))
     run_dynamics(cases, teacher, student, layout.dynamics)
     models = {"student": layout.student_dir / "model.pth"}
     if settings.compress:

@@ -84,6 +84,16 @@ class DrivingMember:
         return (np.array([[results["energy"]]]), results["forces"][None], results["virial"].reshape(1, 9))
 
 
+def model_types(atoms: Atoms, models: list, fallback: list[str]) -> np.ndarray:
+    """Each atom's type index in the scoring models' own type map, which may name more elements than the
+    system's (a pretrained model's does): indices in the system's map would score other elements."""
+    type_maps = {tuple(model.get_type_map()) for model in models}
+    if len(type_maps) > 1:
+        raise ValueError(f"the scoring models have different type maps: {sorted(type_maps)}")
+    type_map = list(type_maps.pop()) if type_maps else list(fallback)
+    return np.array([type_map.index(symbol) for symbol in atoms.get_chemical_symbols()])
+
+
 def run_md(task_dir: Path) -> dict:
     use_simple_executor()
     from deepmd.calculator import DP
@@ -99,7 +109,7 @@ def run_md(task_dir: Path) -> dict:
         members = [DeepPot(path) for path in task["models"]]
     else:
         members = [DrivingMember(atoms)] + [DeepPot(path) for path in task["models"][1:]]
-    atype = np.array([system.type_map.index(s) for s in atoms.get_chemical_symbols()])
+    atype = model_types(atoms, [m for m in members if isinstance(m, DeepPot)], system.type_map)
     rng = np.random.default_rng(task["seed"])
     MaxwellBoltzmannDistribution(atoms, temperature_K=task["temperature"], rng=rng)
     dyn = make_dynamics(atoms, task, rng)

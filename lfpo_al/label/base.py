@@ -61,7 +61,7 @@ class Labeler(ABC):
         None when not measured.
     batch_size: up to this many tasks share one job, and the job's first task labels them all in
         one process (the teacher loaded once); the others then find their folders decided. For
-        teachers whose start-up outweighs one label (CHGNet: ~5 s against ~0.4 s); needs
+        teachers whose start-up outweighs one label (CHGNet: docs/costs.md); needs
         ``supports_batch``. 1: one process per task.
     """
 

@@ -7,7 +7,7 @@ cannot label gets ``failed.json`` and exit status 0, so that the failure is quar
 retried. Only a model that does not load (an environment problem, not the frame's) exits non-zero,
 which the driver retries up to ``max_attempts``.
 
-Loading CHGNet costs ~5 s, a label ~0.4 s: with ``batch_size > 1`` the command also gets its job's
+Loading CHGNet costs several labels (docs/costs.md): with ``batch_size > 1`` the command also gets its job's
 other folders (``--batch``) and labels every undecided one with the model it loaded, so a job of
 twelve tasks loads it once. Each folder is decided on its own, as above; a job killed midway leaves
 the rest undecided for whichever task of the job runs next.

@@ -16,10 +16,10 @@ DFT_INPUTS_ENV = "LFPO_AL_DFT_INPUTS"
 
 
 def dft_inputs_dir() -> Path:
-    """``$LFPO_AL_DFT_INPUTS`` or the ``dft_inputs/`` folder beside the package (as ``configs/``)."""
-    path = Path(os.environ.get(DFT_INPUTS_ENV, Path(__file__).resolve().parents[2] / "dft_inputs"))
+    """``$LFPO_AL_DFT_INPUTS`` or the package's ``dft_inputs/`` folder (beside its ``configs/``)."""
+    path = Path(os.environ.get(DFT_INPUTS_ENV, Path(__file__).resolve().parents[1] / "dft_inputs"))
     if not path.is_dir():
-        raise UserError(f"no DFT input folder {path}; set {DFT_INPUTS_ENV} to the project's dft_inputs/ folder")
+        raise UserError(f"no DFT input folder {path}; set {DFT_INPUTS_ENV} to a folder of DFT input templates")
     return path
 
 

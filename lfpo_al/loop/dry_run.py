@@ -3,11 +3,15 @@
 Nothing runs and nothing is written: the structures are built in memory only to count their atoms,
 and an existing run folder is only read. Costs are CPU core-hours from the measured per-step costs
 below, the labeler's ``core_seconds_per_atom`` and per-task start-up times: estimates to size a
-campaign before spending it, not promises. Disk sizes scale measurements of the demo run folder.
+campaign before spending it, not promises. Each step is priced on its own machine
+(``machine.train`` / ``explore`` / ``label``): where its jobs have GPUs, in GPU-hours, the one-core time
+divided by that machine's ``gpu_speedup`` (unknown: not divided, an upper bound). Disk sizes scale
+measurements of the demo run folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lfpo_al.dispatch import MachineSettings
 from lfpo_al.explore.step import family_name
 from lfpo_al.validate.reference import dynamics_cases
 from lfpo_al.label.driver import plan_round
@@ -68,6 +73,32 @@ class Stage:
     cores_per_task: int = 1
     at_most: bool = False    # the count is an upper bound (selected frames)
     longest_task_s: float = 0.0  # one task longer than the others (member 0) may set the wall
+    gpus_per_job: int = 0        # > 0: the tasks run on their job's GPUs, one after another
+    gpu_speedup: float | None = None  # one core's time over one GPU's; None: unknown
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpus_per_job > 0
+
+    def _task_s(self, core_s: float) -> float:
+        """Wall seconds of ``core_s`` core-seconds of work on this stage's device."""
+        return core_s / (self.gpu_speedup or 1.0) if self.on_gpu else core_s / self.cores_per_task
+
+    @property
+    def cost_s(self) -> float | None:
+        """Core-seconds, or GPU-seconds (every GPU a job holds, while its tasks run) on a GPU machine."""
+        if self.core_s is None:
+            return None
+        return self._task_s(self.core_s) * self.gpus_per_job if self.on_gpu else self.core_s
+
+    @property
+    def cost_unit(self) -> str:
+        return "GPU-h" if self.on_gpu else "core-h"
+
+    @property
+    def cost_is_bound(self) -> bool:
+        """GPU time priced at one core's: the GPU's speed-up is unknown."""
+        return self.on_gpu and self.gpu_speedup is None
 
     @property
     def wall_s(self) -> float | None:
@@ -76,9 +107,9 @@ class Stage:
             return None
         if not self.tasks:
             return 0.0
-        per_task = self.core_s / self.tasks / self.cores_per_task
+        per_task = self._task_s(self.core_s / self.tasks)
         balanced = math.ceil(self.tasks / max(1, min(self.jobs, self.tasks))) * per_task
-        return max(balanced, self.longest_task_s / self.cores_per_task)
+        return max(balanced, self._task_s(self.longest_task_s))
 
 
 @dataclass
@@ -86,7 +117,7 @@ class Plan:
     run_name: str
     run_dir: Path
     run_state: str
-    where: str
+    where: list[str]  # the machine, or each step's where they differ
     cost_model: str
     train_steps: int
     md_structures: list[tuple[str, int]]
@@ -102,17 +133,21 @@ class Plan:
     def stage(self, name: str) -> Stage:
         return next(s for s in self.setup + self.iteration if s.name == name)
 
-    def whole_run(self) -> tuple[float | None, float]:
-        """Core-seconds and bytes of setup + every iteration, selected labels capped by the budget."""
+    def whole_run(self) -> tuple[dict[str, float | None], float]:
+        """Cost seconds by unit (core-h, GPU-h) and bytes of setup + every iteration, selected labels capped
+        by the budget; a unit's cost is None where a stage's is unknown."""
         selected = self.stage("label selected")
-        per_selected = (selected.core_s / selected.tasks if selected.core_s is not None and selected.tasks else 0.0)
-        costs = [s.core_s for s in self.setup]
-        costs += [self.max_iters * s.core_s if s.core_s is not None else None for s in self.iteration if s is not selected]
-        costs.append(None if selected.core_s is None else per_selected * self.run_label_cap)
+        weighted = [(s, 1) for s in self.setup] + [(s, self.max_iters) for s in self.iteration if s is not selected]
+        weighted.append((selected, self.run_label_cap / selected.tasks if selected.tasks else 0))
+        costs: dict[str, float | None] = {}
+        for stage, times in weighted:
+            unit, cost = stage.cost_unit, stage.cost_s
+            known = costs.get(unit, 0.0)
+            costs[unit] = None if known is None or cost is None else known + times * cost
         disk = sum(s.disk_bytes for s in self.setup)
         disk += sum(self.max_iters * s.disk_bytes for s in self.iteration if s is not selected)
         disk += selected.disk_bytes / max(1, selected.tasks) * self.run_label_cap
-        return (None if None in costs else sum(costs)), disk
+        return costs, disk
 
 
 def batch_atoms(batch_size: int | str, natoms: int) -> int:
@@ -145,13 +180,18 @@ def label_jobs(machine, labeler, n_tasks: int) -> int:
     return math.ceil(len(batch) / per_job)
 
 
+def on_machine(stage: Stage, machine: MachineSettings) -> Stage:
+    """``stage`` priced on ``machine``: its GPUs per job and their speed-up."""
+    return dataclasses.replace(stage, gpus_per_job=machine.gpus_per_job, gpu_speedup=machine.gpu_speedup)
+
+
 def label_stage(name: str, what: str, atoms: list[int], comp: Components, at_most: bool = False) -> Stage:
-    labeler = comp.labeler
+    labeler, machine = comp.labeler, comp.machine.for_step("label")
     cost = labeler.core_seconds_per_atom
     startups = math.ceil(len(atoms) / labeler.batch_size)  # a batching labeler starts once per job
     core_s = None if cost is None else cost * sum(atoms) + LABEL_TASK_STARTUP_S * labeler.cores_per_task * startups
-    return Stage(name, len(atoms), what, core_s, LABEL_BYTES_PER_ATOM_FRAME * sum(atoms),
-                 label_jobs(comp.machine, labeler, len(atoms)), labeler.cores_per_task, at_most)
+    return on_machine(Stage(name, len(atoms), what, core_s, LABEL_BYTES_PER_ATOM_FRAME * sum(atoms),
+                            label_jobs(machine, labeler, len(atoms)), labeler.cores_per_task, at_most), machine)
 
 
 def atom_range(atoms: list[int]) -> str:
@@ -167,8 +207,8 @@ def pretrained_size(pretrained: str) -> tuple[int, str | None]:
     return STARTER.stat().st_size, f"model.pretrained={pretrained} not found here: model folders sized like the starter's"
 
 
-def machine_text(comp: Components) -> str:
-    machine, resources = comp.machine.machine, comp.machine.resources
+def machine_text(settings: MachineSettings) -> str:
+    machine, resources = settings.machine, settings.resources
     text = f"{machine.get('batch_type')} via {machine.get('context_type')}"
     host = (machine.get("remote_profile") or {}).get("hostname")
     if host:
@@ -179,9 +219,17 @@ def machine_text(comp: Components) -> str:
     cores_text = "each task's" if cores is None else str(cores)
     text += (f", {resources.get('number_node', 1)} node(s) x {cores_text} cores,"
              f" {resources.get('gpu_per_node', 0)} GPUs")
-    if comp.machine.parallel_jobs:
-        text += f"; training and MD in {comp.machine.parallel_jobs} parallel jobs"
+    if settings.parallel_jobs:
+        text += f"; {settings.parallel_jobs} parallel jobs"
     return text
+
+
+def where_text(comp: Components) -> list[str]:
+    """One line for the shared machine, or one per step where the steps' machines differ."""
+    texts = {step: machine_text(comp.machine.for_step(step)) for step in ("train", "explore", "label")}
+    if len(set(texts.values())) == 1:
+        return [texts["train"]]
+    return [f"{step}: {text}" for step, text in texts.items()]
 
 
 def plural(n: int, word: str) -> str:
@@ -245,6 +293,7 @@ def make_plan(cfg: DictConfig) -> Plan:
         setup.append(Stage("polaron reference", len(test), "teacher moments of the test set's built starts", 0.0, 0.0, jobs=1))
 
     model_cost = STARTER_COST if model.pretrained == "starter" else LARGE_COST
+    train_machine, explore_machine = comp.machine.for_step("train"), comp.machine.for_step("explore")
     cases = dynamics_cases(validate.dynamics, comp.system, comp.build_defaults, Path(cfg.runs_dir))
     dyn_runs = [(len(c.start), p.n_steps) for c in cases for p in c.protocols]
     dyn_what = f"{plural(len(cases), 'held-out case')} x {plural(len(validate.dynamics.seeds), 'seed')}"
@@ -267,15 +316,16 @@ def make_plan(cfg: DictConfig) -> Plan:
     md_s = md_atom_runs * explore.n_steps * model_cost.md_core_s_per_atom_step + MD_TASK_STARTUP_S * n_md
     n_temperatures = len({t for temps in temperatures for t in temps})
     iteration = [
-        Stage("train members", model.n_members,
-              f"{model.numb_steps} steps each{member0_note}, ~{per_batch} atoms per batch (batch_size {model.batch_size})",
-              sum(member_s), model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
-              run_tasks_jobs(comp.machine, model.n_members), longest_task_s=max(member_s)),
-        Stage("MD tasks", n_md,
-              f"{plural(len(md), 'structure')} x {plural(n_temperatures, 'temperature')} x {explore.n_steps} steps, "
-              f"{frames_per_task} frames recorded each",
-              md_s, MD_BYTES_PER_ATOM_FRAME * frames_per_task * md_atom_runs,
-              run_tasks_jobs(comp.machine, n_md)),
+        on_machine(Stage("train members", model.n_members,
+                         f"{model.numb_steps} steps each{member0_note}, ~{per_batch} atoms per batch "
+                         f"(batch_size {model.batch_size})",
+                         sum(member_s), model.n_members * MEMBER_BYTES_PER_PRETRAINED_BYTE * size,
+                         run_tasks_jobs(train_machine, model.n_members), longest_task_s=max(member_s)), train_machine),
+        on_machine(Stage("MD tasks", n_md,
+                         f"{plural(len(md), 'structure')} x {plural(n_temperatures, 'temperature')} x "
+                         f"{explore.n_steps} steps, {frames_per_task} frames recorded each",
+                         md_s, MD_BYTES_PER_ATOM_FRAME * frames_per_task * md_atom_runs,
+                         run_tasks_jobs(explore_machine, n_md)), explore_machine),
         label_stage("label selected",
                     f"selection.max_selected={max_selected}, loop.label_budget={budget}, ~{mean_md_atoms} atoms each",
                     [mean_md_atoms] * n_selected, comp, at_most=True),
@@ -291,14 +341,16 @@ def make_plan(cfg: DictConfig) -> Plan:
                      "(core-seconds / atoms, start-up excluded) and set it in configs/label/ or on the command line.")
     if size_note:
         notes.append(size_note + ".")
-    if int(comp.machine.resources.get("gpu_per_node") or 0) > 0:
-        notes.append("Training and MD costs are CPU measurements; on GPUs they are upper bounds.")
-    if comp.machine.machine.get("batch_type") != "Shell":
+    bounded = [s.name for s in iteration if s.cost_is_bound]
+    if bounded:
+        notes.append(f"GPU time of {' and '.join(bounded)} is priced at one CPU core's (<=, an upper bound): set "
+                     "machine.<step>.gpu_speedup to one task's measured CPU-core time over its GPU time to price it.")
+    if any(comp.machine.for_step(step).machine.get("batch_type") != "Shell" for step in ("train", "explore", "label")):
         notes.append("Wall times assume every job starts at once; queue waits come on top.")
 
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     return Plan(
-        run_name=cfg.run_name, run_dir=run_dir, run_state=run_state_text(run_dir), where=machine_text(comp),
+        run_name=cfg.run_name, run_dir=run_dir, run_state=run_state_text(run_dir), where=where_text(comp),
         cost_model=f"{model_cost.name} (model.pretrained={model.pretrained}); teacher {comp.labeler.name} at "
                    + (f"{cost:g} core-s/atom" if cost is not None else "unknown core-s/atom"),
         train_steps=model.numb_steps, md_structures=md, temperatures=temperatures, md_steps=explore.n_steps, frames_per_task=frames_per_task,

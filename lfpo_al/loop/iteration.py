@@ -82,7 +82,7 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
         check_deepmd_systems(systems)
         continue_members = k > 0 and not comp.model.from_pretrained_each_iteration
         previous = data.members(k - 1, n) if continue_members else None
-        members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine,
+        members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine.for_step("train"),
                                  data.pretrained, previous=previous)
         return asdict(TrainOutcome(models=[str(m.frozen) for m in members], n_train_systems=len(systems)))
 
@@ -90,7 +90,7 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
     models = [m.frozen for m in data.members(k, n)]  # from the layout: a moved run folder finds its own
 
     def explore():
-        summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, data.step_dir(k, "explore"), comp.machine,
+        summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, data.step_dir(k, "explore"), comp.machine.for_step("explore"),
                                iteration=k)
         return asdict(ExploreOutcome.from_summary(summary))
 
@@ -108,7 +108,7 @@ def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labe
     def label():
         path = data.step_dir(k, "select") / "selected.extxyz"
         frames = ase.io.read(path, index=":") if path.is_file() and selection.n_selected else []
-        report = label_frames(frames, comp.labeler, comp.machine, data.step_dir(k, "label"), comp.system)
+        report = label_frames(frames, comp.labeler, comp.machine.for_step("label"), data.step_dir(k, "label"), comp.system)
         return asdict(LabelOutcome.from_report(report))
 
     labeling = LabelOutcome(**run_step(state, k, "label", label, tracker))

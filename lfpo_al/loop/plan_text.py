@@ -36,8 +36,14 @@ def table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str
             for row in [header, *rows]]
 
 
+def cost_text(stage: Stage) -> str:
+    bound = "<=" if stage.cost_is_bound and stage.cost_s else ""
+    return f"{bound}{hours(stage.cost_s)} {stage.cost_unit}"
+
+
 def stage_rows(stages: list[Stage]) -> list[list[str]]:
-    return [[s.name, ("<=" if s.at_most else "") + str(s.tasks), str(s.jobs), hours(s.core_s), duration(s.wall_s),
+    return [[s.name, ("<=" if s.at_most else "") + str(s.tasks), str(s.jobs), cost_text(s),
+             ("<=" if s.cost_is_bound and s.wall_s else "") + duration(s.wall_s),
              size_text(s.disk_bytes) if s.disk_bytes else "-", s.what] for s in stages]
 
 
@@ -47,7 +53,7 @@ def plan_text(plan: Plan) -> str:
     lines = [
         f"Dry run of train '{plan.run_name}': nothing is run or written.",
         f"Run folder: {plan.run_dir} ({plan.run_state})",
-        f"Where: {plan.where}",
+        *([f"Where: {plan.where[0]}"] if len(plan.where) == 1 else ["Where:", *(f"  {w}" for w in plan.where)]),
         f"Costs: {plan.cost_model}",
         "",
         f"Iteration 0 submits {train.tasks} training members x {plan.train_steps} steps, "
@@ -61,13 +67,15 @@ def plan_text(plan: Plan) -> str:
                right={1, 3, 4}),
         "",
     ]
-    header = ["stage", "tasks", "jobs", "core-h", "wall", "disk", "what"]
+    header = ["stage", "tasks", "jobs", "cost", "wall", "disk", "what"]
     lines += ["Setup (once, before iteration 0):", *table(header, stage_rows(plan.setup), right={1, 2, 3, 4, 5}), ""]
     lines += ["Each iteration (selected labels capped by what is left of loop.label_budget):",
               *table(header, stage_rows(plan.iteration), right={1, 2, 3, 4, 5}), ""]
-    total_s, total_bytes = plan.whole_run()
+    totals, total_bytes = plan.whole_run()
+    bound = {s.cost_unit for s in plan.setup + plan.iteration if s.cost_is_bound}
+    cost = ", ".join(f"{'<=' if unit in bound else ''}{hours(seconds)} {unit}" for unit, seconds in totals.items())
     lines.append(f"Whole run, at most (loop.max_iters={plan.max_iters}, <= {plan.run_label_cap} selected labels): "
-                 f"{hours(total_s)} core-h, {size_text(total_bytes)}")
+                 f"{cost}, {size_text(total_bytes)}")
     lines += plan.notes
     return "\n".join(lines)
 

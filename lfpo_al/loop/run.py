@@ -40,7 +40,7 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
     def init_data():
         specs = build_specs(comp.explore.structures + loop.init_structures, comp.build_defaults)
         frames = perturbed_frames(comp.system, specs, loop.init_frames_per_structure, loop.init_rattle_ang, seed=1)
-        report = label_frames(frames, comp.labeler, comp.machine, data_dir / "init", comp.system)
+        report = label_frames(frames, comp.labeler, comp.machine.for_step("label"), data_dir / "init", comp.system)
         return {"n_frames": report.n_labeled, "n_failed": report.n_failed}
 
     def test_set():
@@ -57,7 +57,7 @@ def prepare_data(comp: Components, run_dir: Path, state: RunState, tracker) -> R
                                            settings.test_md_temperature_k, settings.test_md_interval_steps, seed=2)
             else:
                 frames = perturbed_frames(comp.system, specs, settings.frames_per_structure, settings.rattle_ang, seed=2)
-            report = label_frames(frames, comp.labeler, comp.machine, data_dir / "test", comp.system)
+            report = label_frames(frames, comp.labeler, comp.machine.for_step("label"), data_dir / "test", comp.system)
             refs = references()
         atomic.write_extxyz(data_dir / "teacher_relaxed.extxyz", refs)
         return {"n_frames": report.n_labeled, "n_failed": report.n_failed, "n_polaron_structures": len(starts),
