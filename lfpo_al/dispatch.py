@@ -9,8 +9,10 @@ so a cluster trains and runs MD on a GPU partition and DFT on a CPU one.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
+import re
 import shlex
 import shutil
 import sys
@@ -120,6 +122,41 @@ STEP_KEYS = {"machine", "resources", "command_prefix", "envs", "parallel_jobs", 
 MERGED_KEYS = {"machine", "resources", "envs"}
 
 
+# what a scheduler's job id looks like: a pid or Slurm's number, with its array forms ("123_4", "123_[1-3]");
+# dpdispatcher puts a recovered id unquoted into shell lines (ps -p, squeue -j, kill)
+SCHEDULER_JOB_ID = re.compile(r"\d+(_\d+|_\[[\d,\-]+\])?")
+
+
+def distrust_recovered_job_ids(submission, machine) -> list[str]:
+    """Blank every job id in dpdispatcher's recovery record that is not a scheduler's id, so those jobs are
+    submitted afresh instead of an id from a file reaching a shell; returns the ids blanked.
+
+    The record (``<remote_root>/<hash>/<hash>.json``) lives in a run folder that may have been copied or
+    shared: it is data, never trusted as part of a command line."""
+    from dpdispatcher.utils.job_status import JobStatus
+
+    context, name = machine.context, f"{submission.submission_hash}.json"
+    if not context.check_file_exists(name):
+        return []
+    try:
+        record = json.loads(context.read_file(name))
+        jobs = [next(iter(job.values())) for job in record.get("belonging_jobs", [])]
+    except (ValueError, AttributeError, StopIteration, TypeError) as exc:
+        raise UserError(f"dpdispatcher's record {name} in {context.remote_root} is not a submission record "
+                        f"({type(exc).__name__}); remove that folder and rerun (its tasks are submitted afresh)") from None
+    blanked = []
+    for job in jobs:
+        job_id = str(job.get("job_id", "")) if isinstance(job, dict) else ""
+        if job_id and not SCHEDULER_JOB_ID.fullmatch(job_id):
+            blanked.append(job_id)
+            job.update(job_id="", job_state=int(JobStatus.unsubmitted), fail_count=0)
+    if blanked:
+        log.warning("dpdispatcher's record %s holds job ids that are not a scheduler's (%s): those jobs are "
+                    "submitted afresh", name, ", ".join(repr(j[:40]) for j in blanked))
+        context.write_file(name, json.dumps(record, indent=4))
+    return blanked
+
+
 @dataclass
 class TaskSpec:
     """One dpdispatcher task: a folder under ``work_base`` and the shell command run inside it."""
@@ -203,6 +240,8 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
 
     remote = Path(machine_dict["remote_root"]) / submission().get_hash()
     recovered = remote.exists()
+    if recovered:
+        distrust_recovered_job_ids(submission(), machine)
     submit()
     missing = [t for t in tasks if not all((work_base / t.task_dir / f).exists() for f in t.backward_files)]
     if recovered and missing:
