@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lfpo_al import atomic
 from lfpo_al.analysis import report
 from lfpo_al.analysis.pipeline import analyze_trajectory
 from lfpo_al.analysis.production import TrajectorySource, model_paths, run_production, trust_level
@@ -102,6 +103,8 @@ def analyze_command(cfg: DictConfig) -> int:
     tracking = instantiate_group(cfg, "tracking")
     mode, run_name, out_dir = resolve_mode(settings, cfg)
     created = _first_missing(out_dir)
+    if created is None:  # its files may have come from someone else: nothing is written through a link
+        atomic.refuse_planted_links(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _analyze(settings, system, tracking, cfg, mode, run_name, out_dir)

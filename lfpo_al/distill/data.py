@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from lfpo_al import atomic
 from lfpo_al.errors import UserError
 
 
@@ -46,15 +46,11 @@ def write_deepmd(frames: list[Atoms], type_map: list[str], data_dir: Path) -> Pa
     import dpdata
 
     data_dir = Path(data_dir)
-    partial = data_dir.with_name(f".{data_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    multi = dpdata.MultiSystems(type_map=list(type_map))
-    for frame in frames:
-        multi.append(dpdata.LabeledSystem(frame, fmt="ase/structure", type_map=list(type_map)))
-    multi.to_deepmd_npy(str(partial))
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    partial.replace(data_dir)
+    with atomic.atomic_dir(data_dir) as partial:
+        multi = dpdata.MultiSystems(type_map=list(type_map))
+        for frame in frames:
+            multi.append(dpdata.LabeledSystem(frame, fmt="ase/structure", type_map=list(type_map)))
+        multi.to_deepmd_npy(str(partial))
     return data_dir
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ase import Atoms
 
+from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.label.frames import LABELED_FILE, read_labeled
 from lfpo_al.label.profile import ProgramProfile
@@ -203,9 +204,7 @@ def already_decided(task_dir: Path) -> bool:
 def write_failure(task_dir: Path, reason: str) -> None:
     """Mark a task as failed for a deterministic reason (the driver quarantines it, nobody retries it)."""
     path = Path(task_dir) / FAILED_FILE
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps({"reason": reason}, indent=1) + "\n")
-    partial.replace(path)
+    atomic.write_text(path, json.dumps({"reason": reason}, indent=1) + "\n")
 
 
 def read_failure(task_dir: Path) -> str | None:

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import shlex
-import shutil
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from lfpo_al import atomic
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
 from lfpo_al.errors import UserError
 from lfpo_al.label.base import Labeler, read_failure
@@ -331,21 +331,17 @@ def _write_data(
     """Write the kept frames as deepmd/npy with dpdata (replacing an older ``data``); map system -> tasks."""
     import dpdata
 
-    partial = data_dir.with_name(f".{data_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
     index: dict[str, list[str]] = {}
-    if kept:
+    if not kept:
+        atomic.remove(data_dir)  # derived from the task folders: safe to replace
+        return None, index
+    with atomic.atomic_dir(data_dir) as partial:
         multi = dpdata.MultiSystems(type_map=list(system.type_map))
         for task, atoms in kept:
             one = dpdata.LabeledSystem(atoms, fmt="ase/structure", type_map=list(system.type_map))
             multi.append(one)
             index.setdefault(one.short_name, []).append(task.name)  # dpdata names the folder by it
         multi.to_deepmd_npy(str(partial))
-    if data_dir.exists():  # derived from the task folders: safe to replace
-        shutil.rmtree(data_dir)
-    if not kept:
-        return None, index
-    partial.replace(data_dir)
     return data_dir, index
 
 
@@ -357,6 +353,4 @@ def _mtime(path: Path) -> float:
 
 
 def _write_json(path: Path, value) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    partial.replace(path)
+    atomic.write_text(path, json.dumps(value, indent=1) + "\n")

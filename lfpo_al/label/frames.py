@@ -8,6 +8,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from lfpo_al import atomic
+
 FRAME_FILE = "frame.extxyz"
 LABELED_FILE = "labeled.extxyz"
 
@@ -29,14 +31,11 @@ def read_labeled(path: Path) -> Atoms:
     atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms
 
-def write_labeled(atoms: Atoms, path: Path) -> None:
-    """Write via a hidden partial file and rename, so a killed task never leaves half a result."""
-    import ase.io
 
+def write_labeled(atoms: Atoms, path: Path) -> None:
+    """Written whole (``lfpo_al.atomic``), so a killed task never leaves half a result."""
     results = dict(atoms.calc.results)
     out = atoms.copy()
     magmoms = out.arrays.pop("magmoms")
     out.calc = SinglePointCalculator(out, magmoms=magmoms, **results)
-    partial = path.with_name(f".{path.name}.partial")
-    ase.io.write(partial, out, format="extxyz")
-    partial.replace(path)
+    atomic.write_extxyz(path, out)

@@ -39,6 +39,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from lfpo_al import atomic
 from lfpo_al.errors import first_line
 from lfpo_al.label.base import already_decided, write_failure
 from lfpo_al.label.checks import valence_mismatch
@@ -201,9 +202,7 @@ def run_scf(task_dir: Path, seeding: str, ranks: int) -> int:
     )
     if world.rank == 0:
         path = task_dir / result_file(seeding)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps(result) + "\n")
-        partial.replace(path)
+        atomic.write_text(path, json.dumps(result) + "\n")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.label.base import Labeler, write_failure
 from lfpo_al.label.checks import closest_pair
@@ -110,9 +112,7 @@ def prepare_task(index: int, frame: Atoms, labeler: Labeler, work_dir: Path, sys
         "identity": identity,
         "provenance": {k: _plain(frame.info[k]) for k in PROVENANCE_KEYS if k in frame.info},
     }
-    partial = meta_path.with_name(f".{TASK_FILE}.partial")
-    partial.write_text(json.dumps(meta, indent=1) + "\n")
-    partial.replace(meta_path)
+    atomic.write_text(meta_path, json.dumps(meta, indent=1) + "\n")
     return task, False
 
 
@@ -162,7 +162,7 @@ def attempt_reason(task_dir: Path) -> str:
 def exclusive(work_dir: Path) -> Iterator[None]:
     """Hold ``work_dir/.lock`` so that two labeling runs never share task folders (released on any exit)."""
     path = work_dir / ".lock"
-    with open(path, "w") as handle:
+    with os.fdopen(atomic.open_no_follow(path, os.O_WRONLY | os.O_CREAT), "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

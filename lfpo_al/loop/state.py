@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,13 +76,11 @@ class RunState:
         """Drop a last line without its newline before appending after it (rewritten atomically)."""
         text = self.record_path.read_text()
         if text and not text.endswith("\n"):
-            kept = text[: text.rfind("\n") + 1]
-            partial = self.record_path.with_name(f".{self.record_path.name}.partial")
-            with open(partial, "w") as fh:
-                fh.write(kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            partial.replace(self.record_path)
+            with atomic.atomic_path(self.record_path) as partial:
+                with open(partial, "w") as fh:
+                    fh.write(text[: text.rfind("\n") + 1])
+                    fh.flush()
+                    os.fsync(fh.fileno())
 
     def final(self) -> dict | None:
         """The last ``final`` record (the run finished there), or None."""
@@ -99,10 +98,7 @@ class RunState:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.record_path.is_file():
             self._cut_torn_tail()
-        with open(self.record_path, "a") as fh:  # one write per line: a killed run leaves whole lines
-            fh.write(json.dumps(rec, default=float) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        atomic.append_line(self.record_path, json.dumps(rec, default=float) + "\n")
         kill_at = os.environ.get(KILL_AT_RECORDS_ENV)
         if kill_at and len(self.records()) == int(kill_at):
             os.killpg(os.getpgrp(), signal.SIGKILL)
@@ -112,21 +108,32 @@ class RunState:
     def lock(self):
         """Refuse a second concurrent ``train`` on the same run folder (released when the process dies)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.refuse_planted_links()
         path = self.run_dir / ".lock"
-        fh = open(path, "a+")
+        fh = os.fdopen(atomic.open_no_follow(path, os.O_RDWR | os.O_CREAT), "r+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
             owner = fh.read().strip() or "another process"
             fh.close()
             raise UserError(f"run folder {self.run_dir} is in use by {owner}; wait for it or pick another run_name=") from None
-        fh.seek(0), fh.truncate(), fh.write(f"pid {os.getpid()}"), fh.flush()
+        except OSError as exc:  # ENOLCK and kin: a shared filesystem without locks
+            fh.close()
+            raise UserError(f"cannot lock {path} ({exc.strerror}): its filesystem does not support locks; put runs_dir "
+                            f"on a local or lock-capable filesystem (this is pid {os.getpid()} on {socket.gethostname()})"
+                            ) from None
+        fh.seek(0), fh.truncate(), fh.write(f"pid {os.getpid()} on {socket.gethostname()}"), fh.flush()
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
+
+    def refuse_planted_links(self) -> None:
+        """A run folder holding a symbolic link of its own (its lock, record, config, ``final/``, a ``.dispatch/``,
+        a plot) is refused in one line: the run's writes would land wherever the link points. Inside
+        ``.dispatch/`` dpdispatcher links task files, and W&B links its latest run: those are theirs."""
+        atomic.refuse_planted_links(self.run_dir)
 
     def freeze_config(self, config: dict) -> None:
         """Write the resolved config on first start; on resume refuse changes outside RESUMABLE_KEYS."""

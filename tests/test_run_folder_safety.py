@@ -1,0 +1,115 @@
+"""Run folders that may come from someone else: no write follows a link planted in them, and nothing read
+from them reaches a command line (the dispatcher's record: tests/test_dispatch.py)."""
+
+import os
+
+import pytest
+
+from conftest import run_cli
+from lfpo_al import atomic
+from lfpo_al.errors import UserError
+from lfpo_al.label.tasks import exclusive
+from lfpo_al.loop.state import RunState
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A file outside the run folder that a planted link points at; it must never change."""
+    target = tmp_path / "outside.txt"
+    target.write_text("precious\n")
+    return target
+
+
+def test_train_refuses_a_lock_that_is_a_link_without_writing_through_it(tmp_path, outside):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / ".lock").symlink_to(outside)
+    out = run_cli("train", f"runs_dir={tmp_path / 'runs'}", "run_name=r")
+    assert out.returncode == 2, out.stderr
+    assert ".lock is a symbolic link" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert outside.read_text() == "precious\n"
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # no config, no record
+
+
+@pytest.mark.parametrize("name", ["record.jsonl", "config.yaml", "final", "learning_curve.png",
+                                  "iter.000000/03.label/.dispatch", "iter.000000/03.label/.lock"])
+def test_a_run_folder_holding_a_planted_link_is_refused(tmp_path, outside, name):
+    run = tmp_path / "r"
+    (run / name).parent.mkdir(parents=True, exist_ok=True)
+    (run / name).symlink_to(outside if "." in name.rsplit("/", 1)[-1][1:] else tmp_path)
+    with pytest.raises(UserError, match=f"{name} is a symbolic link"), RunState(run).lock():
+        pass
+    assert outside.read_text() == "precious\n"
+
+
+def test_the_tools_own_links_are_allowed(tmp_path, outside):
+    """dpdispatcher links task files inside .dispatch/, W&B its latest run inside wandb/."""
+    run = tmp_path / "r"
+    (run / "iter.000000/01.explore/.dispatch/abc").mkdir(parents=True)
+    (run / "iter.000000/01.explore/.dispatch/abc/start.extxyz").symlink_to(outside)
+    (run / "wandb").mkdir()
+    (run / "wandb" / "latest-run").symlink_to(tmp_path)
+    with RunState(run).lock():
+        pass
+
+
+def test_the_record_is_never_appended_through_a_link(tmp_path, outside):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "record.jsonl").symlink_to(outside)
+    with pytest.raises(UserError, match="record.jsonl is a symbolic link"):
+        RunState(run).append(0, "train")
+    assert outside.read_text() == "precious\n"
+
+
+def test_whole_file_writes_replace_a_link_and_never_use_a_planted_partial(tmp_path, outside):
+    """The old fixed temporary name `.<name>.partial` could be planted as a link and written through."""
+    target = tmp_path / "metrics.json"
+    (tmp_path / ".metrics.json.partial").symlink_to(outside)
+    atomic.write_text(target, "{}\n")
+    assert target.read_text() == "{}\n" and outside.read_text() == "precious\n"
+    linked = tmp_path / "linked.json"
+    linked.symlink_to(outside)
+    atomic.write_text(linked, "[]\n")  # the rename replaces the link itself
+    assert not linked.is_symlink() and linked.read_text() == "[]\n" and outside.read_text() == "precious\n"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~atomic._umask())  # as a plain open() makes it
+
+
+def test_a_folder_written_whole_replaces_a_link_without_following_it(tmp_path, outside):
+    data = tmp_path / "data"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("kept\n")
+    data.symlink_to(elsewhere)
+    with atomic.atomic_dir(data) as partial:
+        (partial / "type.raw").write_text("0\n")
+    assert not data.is_symlink() and (data / "type.raw").is_file()
+    assert (elsewhere / "keep.txt").read_text() == "kept\n"
+
+
+def test_the_label_lock_is_never_opened_through_a_link(tmp_path, outside):
+    (tmp_path / ".lock").symlink_to(outside)
+    with pytest.raises(UserError, match=r"\.lock is a symbolic link"), exclusive(tmp_path):
+        pass
+    assert outside.read_text() == "precious\n"
+
+
+def test_analyze_refuses_an_output_folder_holding_a_link(tmp_path, outside):
+    out_dir = tmp_path / "analysis"
+    out_dir.mkdir()
+    (out_dir / "summary.json").symlink_to(outside)
+    out = run_cli("analyze", f"analysis.output_dir={out_dir}", f"analysis.trajectories=[{tmp_path / 'none.extxyz'}]")
+    assert out.returncode == 2 and "summary.json is a symbolic link" in out.stderr, out.stderr
+    assert outside.read_text() == "precious\n"
+
+
+def test_a_lock_on_a_filesystem_without_locks_is_one_line_naming_host_and_pid(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(UserError, match=rf"does not support locks.*pid {os.getpid()} on \S+"), RunState(tmp_path).lock():
+        pass
