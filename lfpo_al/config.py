@@ -128,6 +128,38 @@ def to_plain(node: DictConfig) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 
 
+# keys whose values are secrets wherever they sit (machine.envs tokens, an SSH remote_profile's password,
+# passphrase or TOTP secret, API keys), and environment variables named like them
+SECRET_KEY = re.compile(r"(^|_)(password|passwd|passphrase|secret|token|api_?key|private_?key|credentials?|totp|auth)"
+                        r"($|_)", re.I)
+REDACTED = "<redacted>"
+ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:([^,}]+)")
+
+
+def shareable(cfg: DictConfig) -> tuple[dict, list[str]]:
+    """The resolved config with its secrets replaced by ``<redacted>``, for the frozen ``config.yaml`` and
+    tracking; and the dotted keys redacted. A secret is a value under a key named like one
+    (``SECRET_KEY``) or one read from an environment variable named like one (``${oc.env:MY_TOKEN}``)."""
+    redacted: list[str] = []
+
+    def walk(resolved, raw, prefix: str):
+        if isinstance(resolved, dict):
+            return {k: walk(v, raw.get(k) if isinstance(raw, dict) else None, f"{prefix}{k}.") for k, v in resolved.items()}
+        if isinstance(resolved, list):
+            raws = raw if isinstance(raw, list) else [None] * len(resolved)
+            return [walk(v, r, f"{prefix}{i}.") for i, (v, r) in enumerate(zip(resolved, raws))]
+        key = prefix.rstrip(".")
+        env = ENV_INTERPOLATION.search(raw) if isinstance(raw, str) else None
+        secret_key = SECRET_KEY.search(key.rsplit(".", 1)[-1]) is not None
+        if resolved not in (None, "") and (secret_key or (env and SECRET_KEY.search(env.group(1)))):
+            redacted.append(key)
+            return REDACTED
+        return resolved
+
+    plain = walk(to_plain(cfg), OmegaConf.to_container(cfg, resolve=False), "")
+    return plain, redacted
+
+
 def make_settings(cls: type, values: dict, section: str) -> Any:
     """``cls(**values)`` for a dataclass, naming any unknown key of ``section`` in one line."""
     known = {f.name for f in dataclasses.fields(cls)}

@@ -113,3 +113,28 @@ def test_a_lock_on_a_filesystem_without_locks_is_one_line_naming_host_and_pid(tm
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.raises(UserError, match=rf"does not support locks.*pid {os.getpid()} on \S+"), RunState(tmp_path).lock():
         pass
+
+
+def test_secrets_never_reach_the_frozen_config_or_tracking(tmp_path, monkeypatch):
+    """An SSH password and TOTP secret, a job's token and a value read from a secret environment variable
+    are redacted before the config is frozen (then 0600) or logged; the rest stays as given."""
+    import yaml
+
+    from lfpo_al.config import compose_config, shareable
+
+    monkeypatch.setenv("LAB_TOKEN", "s3cr3t-from-env")
+    cfg = compose_config(["machine=slurm", "+machine.machine.remote_profile={hostname: login, username: me, "
+                          "password: s3cr3t-pw, totp_secret: s3cr3t-totp, key_filename: /home/me/.ssh/id}",
+                          "+machine.envs.HF_TOKEN=s3cr3t-hf", "+machine.envs.LAB_LICENSE='${oc.env:LAB_TOKEN}'"])
+    config, redacted = shareable(cfg)
+    assert sorted(redacted) == ["machine.envs.HF_TOKEN", "machine.envs.LAB_LICENSE",
+                                "machine.machine.remote_profile.password", "machine.machine.remote_profile.totp_secret"]
+    assert "s3cr3t" not in yaml.safe_dump(config)
+    assert config["machine"]["machine"]["remote_profile"]["hostname"] == "login"
+    assert config["machine"]["envs"]["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+    state = RunState(tmp_path / "r")
+    state.freeze_config(config, private=bool(redacted))
+    assert (tmp_path / "r" / "config.yaml").stat().st_mode & 0o777 == 0o600
+    state.freeze_config(shareable(cfg)[0], private=True)  # a resume compares redacted with redacted
+    assert shareable(compose_config([]))[1] == []  # the shipped configs hold no secret
+

@@ -20,7 +20,7 @@ from lfpo_al.analysis.pipeline import analyze_trajectory
 from lfpo_al.analysis.production import TrajectorySource, model_paths, run_production, trust_level
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import load_trajectory
-from lfpo_al.config import instantiate_group, make_settings, to_plain
+from lfpo_al.config import instantiate_group, make_settings, shareable, to_plain
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
 from lfpo_al.structures.builder import BuildSpec
@@ -159,7 +159,7 @@ def _fmt(value) -> str:
 def _track(tracking, out_dir: Path, run_name: str | None, summary: dict, cfg: DictConfig) -> None:
     from lfpo_al.tracking import Tracker
 
-    tracker = Tracker(tracking, out_dir, f"{run_name or 'trajectories'}-analysis", to_plain(cfg))
+    tracker = Tracker(tracking, out_dir, f"{run_name or 'trajectories'}-analysis", shareable(cfg)[0])
     try:
         columns = ["trajectory", "temperature_K", "n_frames", "duration_ps", "valence_resolved", "n_fe_flips",
                    "fe_flips_noise_floor", "n_li_hops", "fe_flip_rate_per_fe_per_ps", "li_hop_rate_per_li_per_ps",

@@ -12,7 +12,7 @@ import ase.io
 from omegaconf import DictConfig
 
 from lfpo_al import atomic
-from lfpo_al.config import to_plain
+from lfpo_al.config import shareable
 from lfpo_al.layout import RunLayout
 from lfpo_al.tracking import Tracker
 from lfpo_al.watchdog import OWNER_ENV
@@ -116,8 +116,9 @@ def train_command(cfg: DictConfig) -> int:
     os.environ[OWNER_ENV] = str(os.getpid())  # jobs it dispatches on this machine stop if it is killed
     with state.lock():
         resolve_pretrained(comp.model.pretrained, comp.model.head)  # fail before any work or frozen config
-        state.freeze_config(to_plain(cfg))
-        tracker = Tracker(comp.tracking, run_dir, cfg.run_name, to_plain(cfg))
+        config, secrets = shareable(cfg)  # what is frozen and tracked holds no secret
+        state.freeze_config(config, private=bool(secrets))
+        tracker = Tracker(comp.tracking, run_dir, cfg.run_name, config)
         try:
             data = prepare_data(comp, run_dir, state, tracker)
             calibration, labels_used = None, 0

@@ -135,11 +135,13 @@ class RunState:
         ``.dispatch/`` dpdispatcher links task files, and W&B links its latest run: those are theirs."""
         atomic.refuse_planted_links(self.run_dir)
 
-    def freeze_config(self, config: dict) -> None:
-        """Write the resolved config on first start; on resume refuse changes outside RESUMABLE_KEYS."""
+    def freeze_config(self, config: dict, private: bool = False) -> None:
+        """Write the resolved config on first start; on resume refuse changes outside RESUMABLE_KEYS.
+        ``private``: secrets were redacted from it, so it is readable by its owner only (0600)."""
+        mode = 0o600 if private else None
         if not self.config_path.is_file():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+            atomic.write_text(self.config_path, yaml.safe_dump(config, sort_keys=False), mode)
             return
         old, new = flatten(yaml.safe_load(self.config_path.read_text())), flatten(config)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_KEYS))
@@ -149,4 +151,4 @@ class RunState:
                 f"run {self.run_dir} was started with {key}={old.get(key)!r}, now {new.get(key)!r}; "
                 f"resume with the original value or start a new run_name= ({len(changed)} key(s) differ)"
             )
-        atomic.write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+        atomic.write_text(self.config_path, yaml.safe_dump(config, sort_keys=False), mode)
