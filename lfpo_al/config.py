@@ -7,6 +7,7 @@ fixed by ``run_name`` (not a timestamp) so that rerunning a command resumes it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -103,7 +104,7 @@ def instantiate_node(node: DictConfig, section: str | None = None, **kwargs: Any
     other failure of the settings' own checks as one line naming ``section`` (``HYDRA_FULL_ERROR=1``
     keeps the traceback)."""
     try:
-        return instantiate(node, _convert_="all", **kwargs)
+        settings = instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__
         while cause is not None and not isinstance(cause, UserError):
@@ -116,6 +117,24 @@ def instantiate_node(node: DictConfig, section: str | None = None, **kwargs: Any
         detail = first_line(first) or type(first).__name__
         raise UserError(f"bad value in {section}: {type(first).__name__}: {detail}; check the {section}.* keys "
                         f"(--cfg prints them)") from exc
+    refuse_non_finite(settings, section or "config")
+    return settings
+
+
+def refuse_non_finite(value: Any, key: str) -> None:
+    """One line naming the first NaN or infinite number anywhere in a settings object (dataclass fields,
+    lists, dicts): a NaN passes every ``<`` and ``>`` check, so it would slip past each range check."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}={value} must be a finite number")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            refuse_non_finite(getattr(value, f.name), f"{key}.{f.name}")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            refuse_non_finite(item, f"{key}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            refuse_non_finite(item, f"{key}[{i}]")
 
 
 def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -166,4 +185,6 @@ def make_settings(cls: type, values: dict, section: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"unknown key {section}.{unknown[0]}; known keys: {', '.join(sorted(known))}")
-    return cls(**values)
+    settings = cls(**values)
+    refuse_non_finite(settings, section)
+    return settings

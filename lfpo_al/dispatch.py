@@ -27,6 +27,25 @@ from lfpo_al.threads import checked, thread_env
 log = logging.getLogger(__name__)
 
 
+def import_dpdispatcher():
+    """dpdispatcher's ``Machine`` and ``Resources``. Its import logs a line to ``./dpdispatcher.log``,
+    creating that file wherever the command runs (a dry run too): the line is muted and the file handler
+    dropped; ``run_tasks`` logs each submission into its step's ``.dispatch/dpdispatcher.log`` instead."""
+    logger = logging.getLogger("dpdispatcher")
+    if "dpdispatcher" not in sys.modules:
+        logger.disabled = True
+        try:
+            import dpdispatcher  # noqa: F401
+        finally:
+            logger.disabled = False
+            for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+                logger.removeHandler(handler)
+    logger.setLevel(logging.WARNING)  # its import sets INFO
+    from dpdispatcher import Machine, Resources
+
+    return Machine, Resources
+
+
 @dataclass
 class MachineSettings:
     machine: dict
@@ -50,7 +69,7 @@ class MachineSettings:
     step_name: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from dpdispatcher import Machine, Resources
+        Machine, Resources = import_dpdispatcher()
 
         checks = (
             ("machine", Machine.arginfo(), self.machine),
@@ -197,10 +216,10 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     finished before an interruption are not run again. A task that fails does not stop the others
     (``continue_on_failure``): callers inspect each folder for its outputs.
     """
-    from dpdispatcher import Machine, Resources, Submission, Task
+    Machine, Resources = import_dpdispatcher()
+    from dpdispatcher import Submission, Task
     from dpdispatcher.submission import Job
 
-    logging.getLogger("dpdispatcher").setLevel(logging.WARNING)  # its import resets the level to INFO
     if not tasks:
         return
     work_base = Path(work_base).resolve()
@@ -242,6 +261,19 @@ def run_tasks(settings: MachineSettings, work_base: Path, tasks: list[TaskSpec],
     recovered = remote.exists()
     if recovered:
         distrust_recovered_job_ids(submission(), machine)
+    (work_base / ".dispatch").mkdir(exist_ok=True)
+    step_log = logging.FileHandler(work_base / ".dispatch" / "dpdispatcher.log", delay=True)
+    step_log.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s : %(message)s"))
+    logging.getLogger("dpdispatcher").addHandler(step_log)
+    try:
+        run_and_retry(submit, remote, recovered, tasks, work_base)
+    finally:
+        logging.getLogger("dpdispatcher").removeHandler(step_log)
+        step_log.close()
+
+
+def run_and_retry(submit, remote: Path, recovered: bool, tasks: list[TaskSpec], work_base: Path) -> None:
+    """Submit; a recovered submission whose failed jobs left tasks unfinished is started afresh, once."""
     submit()
     missing = [t for t in tasks if not all((work_base / t.task_dir / f).exists() for f in t.backward_files)]
     if recovered and missing:

@@ -5,8 +5,23 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from lfpo_al.errors import UserError
+
+# a plain folder name: letters, digits, ., _, - (not only dots), so the run stays one folder under runs_dir
+RUN_NAME = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,100}")
+
+
+def check_run_name(run_name) -> None:
+    if isinstance(run_name, int) and not isinstance(run_name, bool):  # run_name=7 arrives as a number
+        run_name = str(run_name)
+    if not isinstance(run_name, str) or not RUN_NAME.fullmatch(run_name):
+        raise UserError(f"run_name={run_name!r} must be a plain folder name (letters, digits, '.', '_', '-'), so the run "
+                        "stays one folder under runs_dir")
+
 
 STEPS = ("train", "explore", "select", "label", "validate")  # one iteration, in order
 STEP_DIRS = dict(zip(STEPS, ("00.train", "01.explore", "02.select", "03.label", "04.validate")))
@@ -20,7 +35,8 @@ class RunLayout:
 
     @classmethod
     def of(cls, runs_dir: Path | str, run_name: str) -> RunLayout:
-        return cls(Path(runs_dir) / run_name)
+        check_run_name(run_name)
+        return cls(Path(runs_dir) / str(run_name))
 
     @property
     def record(self) -> Path:

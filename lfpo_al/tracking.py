@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,22 @@ class TrackingSettings:
         return self.mode
 
 
+def folder_identity(run_dir: Path) -> str:
+    """Where the run folder is: host and absolute path. A copy elsewhere is another run for W&B."""
+    return f"{socket.gethostname()}:{Path(run_dir).resolve()}"
+
+
+def own_run_id(id_file: Path) -> str:
+    """The W&B run id of this run folder; a fresh one when the folder was copied or moved from where the id
+    was made (a copied run would otherwise write into its colleague's W&B run)."""
+    if id_file.is_file():
+        run_id, _, made_in = id_file.read_text().strip().partition(" ")
+        if run_id and made_in in ("", folder_identity(id_file.parent)):
+            return run_id
+        log.info("run folder %s was copied from %s: logging to a new W&B run", id_file.parent, made_in)
+    return secrets.token_hex(4)
+
+
 class Tracker:
     """One W&B run per ``train`` (resumed with the same id when the run folder is resumed)."""
 
@@ -45,10 +62,10 @@ class Tracker:
         import wandb
 
         id_file = Path(run_dir) / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        run_id = own_run_id(id_file)
 
         def start(run_id: str):
-            atomic.write_text(id_file, run_id)
+            atomic.write_text(id_file, f"{run_id} {folder_identity(run_dir)}\n")
             return wandb.init(
                 project=settings.project, entity=settings.entity, name=run_name, id=run_id, resume="allow",
                 dir=str(run_dir), mode=self.mode, config=config, tags=list(settings.tags),

@@ -92,6 +92,25 @@ def test_head_is_checked_against_the_checkpoint(tmp_path):
     assert_one_line_user_error(excinfo, "OC20M", "MP_traj_v024_alldata_mixu, Domains_Alloy")
 
 
+def test_a_checkpoint_the_installed_deepmd_cannot_build_is_one_line(tmp_path):
+    """A newer release's file (a DPA-4 fitting, unknown to deepmd-kit 3.2.0) reads fine but cannot be built:
+    refused at start-up, naming the reason and the version it states."""
+    import torch
+
+    state = torch.load(STARTER, map_location="cpu", weights_only=True)
+    params = state["model"]["_extra_state"]["model_params"]
+    params["fitting_net"]["type"] = "dpa4_ener"
+    path = tmp_path / "dpa4.pt"
+    torch.save(state, path)
+    with pytest.raises(UserError) as excinfo:
+        resolve_pretrained(str(path))
+    assert_one_line_user_error(excinfo, "cannot be built by the installed deepmd-kit", "dpa4_ener")
+    params["info"] = {"deepmd_version": "3.3.0"}
+    torch.save(state, path)
+    with pytest.raises(UserError, match="written by deepmd-kit 3.3.0"):
+        resolve_pretrained(str(path))
+
+
 def test_not_a_checkpoint_is_a_user_error(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")

@@ -138,3 +138,67 @@ def test_secrets_never_reach_the_frozen_config_or_tracking(tmp_path, monkeypatch
     state.freeze_config(shareable(cfg)[0], private=True)  # a resume compares redacted with redacted
     assert shareable(compose_config([]))[1] == []  # the shipped configs hold no secret
 
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../elsewhere", "a/b", "/abs", "x y"])
+def test_run_name_must_be_a_plain_folder_name(name):
+    from lfpo_al.layout import RunLayout
+
+    with pytest.raises(UserError, match="must be a plain folder name"):
+        RunLayout.of("runs", name)
+
+
+def test_plain_run_names_pass():
+    from lfpo_al.layout import RunLayout
+
+    assert RunLayout.of("runs", "demo-2.b_1").run_dir.name == "demo-2.b_1"
+    assert RunLayout.of("runs", 7).run_dir.name == "7"
+
+
+def test_an_empty_run_name_is_refused_by_the_command(tmp_path):
+    out = run_cli("train", "--dry-run", f"runs_dir={tmp_path}", "run_name=''")
+    assert out.returncode == 2 and "run_name='' must be a plain folder name" in out.stderr, out.stderr
+
+
+def test_a_record_line_missing_a_key_is_named_not_a_traceback(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "record.jsonl").write_text('{"iter": -1, "step": "init_data", "status": "done"}\n{"iter": 0, "status": "done"}\n')
+    out = run_cli("status", f"runs_dir={tmp_path}", "run_name=r")
+    assert out.returncode == 2, out.stderr
+    assert "record.jsonl line 2 is not a record (no str 'step')" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_copied_run_logs_to_a_new_wandb_run(tmp_path):
+    from lfpo_al.tracking import folder_identity, own_run_id
+
+    here = tmp_path / "run"
+    here.mkdir()
+    (here / "wandb_id.txt").write_text(f"abc123 {folder_identity(here)}\n")
+    assert own_run_id(here / "wandb_id.txt") == "abc123"  # the same folder resumes its W&B run
+    (here / "wandb_id.txt").write_text("abc123 colleague-host:/home/colleague/runs/run\n")
+    assert own_run_id(here / "wandb_id.txt") != "abc123"
+
+
+def test_a_dry_run_leaves_the_current_folder_empty(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "lfpo_al", "train", "--dry-run", f"runs_dir={tmp_path / 'runs'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert list(tmp_path.iterdir()) == []  # no dpdispatcher.log, no run folder
+
+
+def test_a_non_utf8_output_folder_is_refused_before_any_work(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lfpo_al.analysis.cli import analyze_command
+    from lfpo_al.config import compose_config
+
+    bad = os.fsdecode(bytes(tmp_path) + b"/out\xff")  # a byte no UTF-8 name holds
+    cfg = compose_config(["tracking=disabled", f"analysis.trajectories=[{tmp_path / 'a.extxyz'}]"])
+    OmegaConf.update(cfg, "analysis.output_dir", bad)
+    with pytest.raises(UserError, match="is not valid UTF-8"):
+        analyze_command(cfg)
+    assert not os.path.exists(bad)

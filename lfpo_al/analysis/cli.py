@@ -102,6 +102,10 @@ def analyze_command(cfg: DictConfig) -> int:
     settings: AnalysisSettings = instantiate_group(cfg, "analysis").for_system(system)
     tracking = instantiate_group(cfg, "tracking")
     mode, run_name, out_dir = resolve_mode(settings, cfg)
+    try:
+        str(out_dir.resolve()).encode("utf-8")
+    except UnicodeEncodeError:  # the figures' writers would fail after all the work
+        raise UserError(f"the output folder {out_dir!r} is not valid UTF-8; give analysis.output_dir a UTF-8 path") from None
     created = _first_missing(out_dir)
     if created is None:  # its files may have come from someone else: nothing is written through a link
         atomic.refuse_planted_links(out_dir)

@@ -10,6 +10,7 @@ from lfpo_al.analysis import correlations, profiles, rates
 from lfpo_al.analysis.intervals import count_flag, poisson_ci, rate_interval
 from lfpo_al.analysis.events import Events, frames_for, site_hops
 from lfpo_al.analysis.settings import AnalysisSettings
+from lfpo_al.errors import UserError
 from lfpo_al.analysis.sites import li_site_keys, li_site_lattice
 from lfpo_al.analysis.trajectory import Trajectory
 from lfpo_al.analysis.valence_model import Valence, classify, moment_agreement
@@ -104,6 +105,10 @@ def analyze_trajectory(traj: Trajectory, system: OlivineSystem, settings: Analys
     settings = settings.for_system(system)
     rule = system.valence
     skip = frames_for(settings.skip_fs, traj.frame_interval_fs) if settings.skip_fs > 0 else 0
+    if skip and skip > traj.n_frames - 2:
+        raise UserError(f"analysis.skip_fs={settings.skip_fs:g} leaves {max(traj.n_frames - skip, 0)} of the "
+                        f"{traj.n_frames} frames of {traj.name} ({traj.duration_ps * 1000:g} fs); lower skip_fs below "
+                        "the trajectory's length")
     if skip:
         traj = _drop_head(traj, skip)
     dt = traj.frame_interval_fs

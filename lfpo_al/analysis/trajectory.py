@@ -139,6 +139,27 @@ def read_deviation(path: Path, steps: list | None, n_frames: int) -> np.ndarray 
     return None
 
 
+# an atom that moved further than JUMP_ANG in one frame, onto the place (within SAME_PLACE_ANG) another atom of
+# its species had one frame before, was relabelled, not moved: no hop lands where another ion stood a frame ago
+JUMP_ANG, SAME_PLACE_ANG = 1.0, 0.5
+
+
+def relabelled_frame(positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray) -> tuple[int, int, int] | None:
+    """(frame, atom, other atom) of the first place where the atom order changes between two frames, or None."""
+    for i in range(1, len(positions)):
+        inverse = np.linalg.inv(cells[i])
+        step = (positions[i] - positions[i - 1]) @ inverse
+        step = (step - np.round(step)) @ cells[i]
+        for atom in np.flatnonzero(np.linalg.norm(step, axis=1) > JUMP_ANG):
+            same = np.flatnonzero(numbers == numbers[atom])
+            delta = (positions[i - 1][same] - positions[i][atom]) @ inverse
+            distance = np.linalg.norm((delta - np.round(delta)) @ cells[i], axis=1)
+            nearest = int(np.argmin(distance))
+            if distance[nearest] < SAME_PLACE_ANG and same[nearest] != atom:
+                return i, int(atom), int(same[nearest])
+    return None
+
+
 def load_trajectory(path: str | Path, system: OlivineSystem, frame_interval_fs: float | None = None,
                     temperature: float | None = None, name: str | None = None,
                     key: str = "analysis.trajectories") -> Trajectory:
@@ -148,10 +169,24 @@ def load_trajectory(path: str | Path, system: OlivineSystem, frame_interval_fs: 
     if len(frames) < 2:
         raise UserError(f"{key}: {path} holds {len(frames)} frame(s): a trajectory needs at least two to have a duration")
     symbols = _symbols(frames, system, path, key)
+    first = frames[0].numbers
+    changed = next((i for i, a in enumerate(frames) if not np.array_equal(a.numbers, first)), None)
+    if changed is not None:
+        raise UserError(f"{key}: {path} frame {changed} lists its species in another order than frame 0; every "
+                        "frame must keep one atom order (the analysis follows each atom by its index)")
     positions = np.stack([a.positions for a in frames]).astype(np.float32)
     cells = np.stack([a.cell.array for a in frames]).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=(1, 2)) | ~np.isfinite(cells).all(axis=(1, 2)))
+    if len(bad):
+        raise UserError(f"{key}: {path} frame {bad[0]} has non-finite positions or cell ({len(bad)} frame(s)); "
+                        "cut the trajectory before it or rerun its MD")
     if np.any(np.abs(np.linalg.det(cells)) < 1e-6):
         raise UserError(f"{key}: {path} has frames without a periodic cell; the analysis needs the simulation box")
+    reordered = relabelled_frame(positions, cells, first)
+    if reordered is not None:
+        frame, atom, other = reordered
+        raise UserError(f"{key}: {path} frame {frame} changes the atom order: atom {atom} sits where atom {other} of "
+                        "the same species was one frame before; every frame must keep one atom order")
     info = {k: v for k, v in frames[0].info.items() if isinstance(v, (str, int, float, np.integer, np.floating))}
     if temperature is None and "temperature" in frames[0].info:
         temperature = float(frames[0].info["temperature"])

@@ -77,6 +77,17 @@ class ExploreSettings:
                 raise UserError(f"explore.structures[{i}].temperatures={own} must be a non-empty list of positive kelvin")
         if self.score_every < 1:
             raise UserError(f"explore.score_every={self.score_every} must be >= 1 (recorded frames per ensemble scoring)")
+        positive = {"timestep_fs": "fs", "abort_deviation": "eV/A"}
+        for key, unit in positive.items():
+            if not getattr(self, key) > 0:  # NaN fails it too
+                raise UserError(f"explore.{key}={getattr(self, key)} must be a positive number ({unit})")
+        for key in ("friction_per_fs", "min_distance"):
+            if not getattr(self, key) >= 0:
+                raise UserError(f"explore.{key}={getattr(self, key)} must be a number >= 0")
+        if not all(t > 0 for t in self.temperatures):
+            raise UserError(f"explore.temperatures={self.temperatures} must be positive kelvin")
+        if self.n_steps < 1:
+            raise UserError(f"explore.n_steps={self.n_steps} must be a positive number of MD steps")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from lfpo_al.dispatch import MachineSettings
 from lfpo_al.explore.step import family_name
 from lfpo_al.validate.reference import dynamics_cases
 from lfpo_al.label.driver import plan_round
+from lfpo_al.layout import RunLayout
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.state import RunState
 from lfpo_al.structures.builder import build_specs, build_structure
@@ -348,7 +349,7 @@ def make_plan(cfg: DictConfig) -> Plan:
     if any(comp.machine.for_step(step).machine.get("batch_type") != "Shell" for step in ("train", "explore", "label")):
         notes.append("Wall times assume every job starts at once; queue waits come on top.")
 
-    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    run_dir = RunLayout.of(cfg.runs_dir, cfg.run_name).run_dir
     return Plan(
         run_name=cfg.run_name, run_dir=run_dir, run_state=run_state_text(run_dir), where=where_text(comp),
         cost_model=f"{model_cost.name} (model.pretrained={model.pretrained}); teacher {comp.labeler.name} at "

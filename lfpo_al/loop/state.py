@@ -43,6 +43,18 @@ def flatten(tree, prefix: str = "") -> dict:
     return {prefix.rstrip("."): tree}
 
 
+def record_problem(record) -> str | None:
+    """What a parsed record line lacks (every reader relies on iter, step and status), or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for key, kind in (("iter", int), ("step", str), ("status", str)):
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            return f"no {kind.__name__} '{key}'"
+    if not isinstance(record.get("outputs", {}), dict):
+        return "'outputs' is not an object"
+    return None
+
+
 class RunState:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -62,7 +74,7 @@ class RunState:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 if number == len(lines):  # no newline after it: the write never finished
                     log.warning("%s: ignoring the unfinished last line %d (a killed run's last write)",
@@ -70,6 +82,11 @@ class RunState:
                     continue
                 raise UserError(f"{self.record_path} line {number} is not a record ({exc.msg}); "
                                 "repair or remove that line, then rerun") from None
+            problem = record_problem(record)
+            if problem:
+                raise UserError(f"{self.record_path} line {number} is not a record ({problem}); "
+                                "repair or remove that line, then rerun")
+            records.append(record)
         return records
 
     def _cut_torn_tail(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -14,7 +16,7 @@ from ase import Atoms
 from lfpo_al.config import make_settings
 from lfpo_al.errors import UserError
 from lfpo_al.structures import lithium, polaron
-from lfpo_al.structures.olivine import supercell
+from lfpo_al.structures.olivine import supercell, unit_cell
 from lfpo_al.structures.system import OlivineSystem
 
 
@@ -92,8 +94,40 @@ def built_structures(system: OlivineSystem, specs: list[BuildSpec]):
         yield built
 
 
+# peak bytes per (vacancy, metal) pair of the nearest-metal seeding: ASE's distances over 27 periodic images,
+# then the sort keys and index grids
+NEAREST_BYTES_PER_PAIR = 27 * 3 * 8 + 6 * 8
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable), or its physical memory where that is not reported."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_memory(system: OlivineSystem, spec: BuildSpec) -> None:
+    """Refuse, before allocating, a cell whose polaron seeding would take more than half the free memory."""
+    if spec.polaron_rule != "nearest":
+        return
+    symbols = [site.specie.symbol for site in unit_cell(system)]
+    repeats = math.prod(spec.supercell)
+    n_metal = symbols.count(system.metal) * repeats
+    pairs = lithium.n_vacancies(symbols.count(system.mobile_ion) * repeats, spec.x) * n_metal
+    need, free = pairs * NEAREST_BYTES_PER_PAIR, available_memory()
+    if need > free / 2:
+        raise UserError(f"build.supercell={spec.supercell} ({len(symbols) * repeats} atoms) needs ~{need / 1e9:.3g} GB to "
+                        f"seed its polarons (build.polaron_rule=nearest), more than half of the {free / 1e9:.3g} GB "
+                        "free here; build a smaller cell or use build.polaron_rule=random")
+
+
 def build_structure(system: OlivineSystem, spec: BuildSpec) -> Atoms:
     """LixMPO4 with per-atom ``valence`` (2/3 on M, 0 elsewhere) and ``initial_magmoms``."""
+    check_fits_memory(system, spec)
     atoms = supercell(system, tuple(spec.supercell))
     symbols = np.array(atoms.get_chemical_symbols())
     li = np.flatnonzero(symbols == system.mobile_ion)

@@ -98,9 +98,42 @@ def _from_name(name: str) -> Path:
     )
 
 
+def _check_buildable(path: Path, params: dict) -> None:
+    """Build the model the file describes, without its weights (milliseconds), with the installed deepmd-kit:
+    a file from a newer release (e.g. a DPA-4 fitting) fails here, in one line, not inside every member's job."""
+    import copy
+
+    import deepmd
+    from deepmd.pt.model.model import get_model
+
+    branches = params["model_dict"].items() if "model_dict" in params else [(None, params)]
+    for branch, branch_params in branches:
+        try:
+            get_model(copy.deepcopy(branch_params))
+        except Exception as exc:  # noqa: BLE001 - deepmd raises RuntimeError, KeyError, ValueError for unknown parts
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            wanted = _stated_version(params)
+            raise UserError(
+                f"model.pretrained={path}{f' (head {branch})' if branch else ''} cannot be built by the installed "
+                f"deepmd-kit {deepmd.__version__} ({detail}); "
+                + (f"it was written by deepmd-kit {wanted}; " if wanted else "it was likely written by a newer release; ")
+                + "pass a checkpoint of deepmd-kit 3.2 (e.g. DPA-2.3.1) or the starter") from None
+
+
+def _stated_version(params: dict) -> str | None:
+    """The deepmd-kit version a checkpoint names in its config, where it names one."""
+    info = params.get("info") if isinstance(params.get("info"), dict) else {}
+    for source in (info, params):
+        for key in ("deepmd_version", "version", "dp_version"):
+            if isinstance(source.get(key), str):
+                return source[key]
+    return None
+
+
 def _check_head(path: Path, head: str | None) -> None:
-    """Read the file's model config (so a bad file fails here, early) and check ``head`` against it."""
+    """Read the file's model config and build it (so a bad file fails here, early) and check ``head``."""
     params = _model_params(path)
+    _check_buildable(path, params)
     if head in (None, "", RANDOM_HEAD):
         # no head on a multi-task file: deepmd takes the first branch's descriptor and a fresh fitting net
         return

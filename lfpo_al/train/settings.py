@@ -68,6 +68,11 @@ class ModelSettings:
         if self.member0_numb_steps is not None and self.member0_numb_steps < 1:
             raise UserError(f"model.member0_numb_steps={self.member0_numb_steps} must be a positive number of training "
                             "steps, or null for model.numb_steps")
+        for key in ("start_lr", "stop_lr"):
+            if not getattr(self, key) > 0:  # NaN fails it too
+                raise UserError(f"model.{key}={getattr(self, key)} must be a positive learning rate")
+        if self.stop_lr > self.start_lr:
+            raise UserError(f"model.stop_lr={self.stop_lr} must not exceed model.start_lr={self.start_lr}")
         if self.member0_steps_per_frame is not None and not self.member0_steps_per_frame > 0:
             raise UserError(f"model.member0_steps_per_frame={self.member0_steps_per_frame} must be positive, or null "
                             "for a fixed number of steps")
