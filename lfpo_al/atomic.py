@@ -76,6 +76,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """A fresh temporary folder to fill; it replaces ``path`` (removed first, a link itself not followed)
     when the block ends without error."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as dpdata's writers make the folders above theirs
     partial = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
     os.chmod(partial, 0o777 & ~_umask())
     try:

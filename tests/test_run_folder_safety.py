@@ -85,6 +85,9 @@ def test_a_folder_written_whole_replaces_a_link_without_following_it(tmp_path, o
         (partial / "type.raw").write_text("0\n")
     assert not data.is_symlink() and (data / "type.raw").is_file()
     assert (elsewhere / "keep.txt").read_text() == "kept\n"
+    with atomic.atomic_dir(tmp_path / "new" / "data" / "train") as partial:  # the folders above are made
+        (partial / "type.raw").write_text("0\n")
+    assert (tmp_path / "new" / "data" / "train" / "type.raw").is_file()
 
 
 def test_the_label_lock_is_never_opened_through_a_link(tmp_path, outside):
