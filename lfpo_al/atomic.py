@@ -26,8 +26,10 @@ def _umask() -> int:
     return mask
 
 
-# new files get the permissions a plain open() would give them (mkstemp's are 0600)
-FILE_MODE = 0o666 & ~_umask()
+# new files and folders get the permissions a plain open() or mkdir() would give them (mkstemp's are 0600,
+# mkdtemp's 0700); the umask is read once: reading it sets it, for every thread
+UMASK = _umask()
+FILE_MODE, DIR_MODE = 0o666 & ~UMASK, 0o777 & ~UMASK
 
 
 OWN_LINKS = (".dispatch", "wandb")  # folders whose links their tools make: only the folder itself is checked
@@ -78,7 +80,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # as dpdata's writers make the folders above theirs
     partial = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
-    os.chmod(partial, 0o777 & ~_umask())
+    os.chmod(partial, DIR_MODE)
     try:
         yield partial
         remove(path)

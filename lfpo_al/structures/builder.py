@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from ase import Atoms
 from lfpo_al.config import make_settings
 from lfpo_al.errors import UserError
 from lfpo_al.structures import lithium, polaron
-from lfpo_al.structures.olivine import supercell, unit_cell
+from lfpo_al.structures.olivine import supercell
 from lfpo_al.structures.system import OlivineSystem
 
 
@@ -110,29 +109,26 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits_memory(system: OlivineSystem, spec: BuildSpec) -> None:
-    """Refuse, before allocating, a cell whose polaron seeding would take more than half the free memory."""
+def check_fits_memory(spec: BuildSpec, n_atoms: int, n_vacancies: int, n_metal: int) -> None:
+    """Refuse, before the seeding allocates, a cell whose polaron seeding would take more than half the
+    free memory (the tiled cell itself is a few arrays)."""
     if spec.polaron_rule != "nearest":
         return
-    symbols = [site.specie.symbol for site in unit_cell(system)]
-    repeats = math.prod(spec.supercell)
-    n_metal = symbols.count(system.metal) * repeats
-    pairs = lithium.n_vacancies(symbols.count(system.mobile_ion) * repeats, spec.x) * n_metal
-    need, free = pairs * NEAREST_BYTES_PER_PAIR, available_memory()
+    need, free = n_vacancies * n_metal * NEAREST_BYTES_PER_PAIR, available_memory()
     if need > free / 2:
-        raise UserError(f"build.supercell={spec.supercell} ({len(symbols) * repeats} atoms) needs ~{need / 1e9:.3g} GB to "
+        raise UserError(f"build.supercell={spec.supercell} ({n_atoms} atoms) needs ~{need / 1e9:.3g} GB to "
                         f"seed its polarons (build.polaron_rule=nearest), more than half of the {free / 1e9:.3g} GB "
                         "free here; build a smaller cell or use build.polaron_rule=random")
 
 
 def build_structure(system: OlivineSystem, spec: BuildSpec) -> Atoms:
     """LixMPO4 with per-atom ``valence`` (2/3 on M, 0 elsewhere) and ``initial_magmoms``."""
-    check_fits_memory(system, spec)
     atoms = supercell(system, tuple(spec.supercell))
     symbols = np.array(atoms.get_chemical_symbols())
     li = np.flatnonzero(symbols == system.mobile_ion)
     metal = np.flatnonzero(symbols == system.metal)
     n_empty = lithium.n_vacancies(len(li), spec.x)
+    check_fits_memory(spec, len(atoms), n_empty, len(metal))
     kind, axis = lithium.order_kind(spec.li_order)
     rng = np.random.default_rng(spec.seed)
 
