@@ -98,7 +98,7 @@ def _from_name(name: str) -> Path:
     )
 
 
-def _check_buildable(path: Path, params: dict) -> None:
+def _check_buildable(path: Path, params: dict, branch: str | None) -> None:
     """Build the model the file describes, without its weights (milliseconds), with the installed deepmd-kit:
     a file from a newer release (e.g. a DPA-4 fitting) fails here, in one line, not inside every member's job."""
     import copy
@@ -106,18 +106,16 @@ def _check_buildable(path: Path, params: dict) -> None:
     import deepmd
     from deepmd.pt.model.model import get_model
 
-    branches = params["model_dict"].items() if "model_dict" in params else [(None, params)]
-    for branch, branch_params in branches:
-        try:
-            get_model(copy.deepcopy(branch_params))
-        except Exception as exc:  # noqa: BLE001 - deepmd raises RuntimeError, KeyError, ValueError for unknown parts
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            wanted = _stated_version(params)
-            raise UserError(
-                f"model.pretrained={path}{f' (head {branch})' if branch else ''} cannot be built by the installed "
-                f"deepmd-kit {deepmd.__version__} ({detail}); "
-                + (f"it was written by deepmd-kit {wanted}; " if wanted else "it was likely written by a newer release; ")
-                + "pass a checkpoint of deepmd-kit 3.2 (e.g. DPA-2.3.1) or the starter") from None
+    try:
+        get_model(copy.deepcopy(params["model_dict"][branch] if branch else params))
+    except Exception as exc:  # noqa: BLE001 - deepmd raises RuntimeError, KeyError, ValueError for unknown parts
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        wanted = _stated_version(params)
+        raise UserError(
+            f"model.pretrained={path}{f' (head {branch})' if branch else ''} cannot be built by the installed "
+            f"deepmd-kit {deepmd.__version__} ({detail}); "
+            + (f"it was written by deepmd-kit {wanted}; " if wanted else "it was likely written by a newer release; ")
+            + "pass a checkpoint of deepmd-kit 3.2 (e.g. DPA-2.3.1) or the starter") from None
 
 
 def _stated_version(params: dict) -> str | None:
@@ -131,18 +129,22 @@ def _stated_version(params: dict) -> str | None:
 
 
 def _check_head(path: Path, head: str | None) -> None:
-    """Read the file's model config and build it (so a bad file fails here, early) and check ``head``."""
+    """Read the file's model config, check ``head`` against it and build the branch it picks (so a bad
+    file fails here, early; only that branch: a multi-task file has dozens)."""
     params = _model_params(path)
-    _check_buildable(path, params)
-    if head in (None, "", RANDOM_HEAD):
-        # no head on a multi-task file: deepmd takes the first branch's descriptor and a fresh fitting net
-        return
-    if "model_dict" not in params:
-        if head != "Default":  # deepmd's name for the one branch of a single-task model
-            raise UserError(f"model.head={head}: {path.name} is a single-task model with no heads; set model.head=null")
-        return
-    if head not in _head_names(params):
-        raise UserError(f"model.head={head} is not a branch of {path.name}; available heads: {', '.join(params['model_dict'])}")
+    no_head = head in (None, "", RANDOM_HEAD)
+    branch = None
+    if "model_dict" in params:
+        if no_head:  # deepmd takes the first branch's descriptor and a fresh fitting net
+            branch = next(iter(params["model_dict"]))
+        elif head not in _head_names(params):
+            raise UserError(f"model.head={head} is not a branch of {path.name}; available heads: {', '.join(params['model_dict'])}")
+        else:
+            branch = next(name for name, branch_params in params["model_dict"].items()
+                          if head == name or head in (branch_params.get("model_branch_alias") or []))
+    elif not no_head and head != "Default":  # deepmd's name for the one branch of a single-task model
+        raise UserError(f"model.head={head}: {path.name} is a single-task model with no heads; set model.head=null")
+    _check_buildable(path, params, branch)
 
 
 def resolve_pretrained(pretrained: str, head: str | None = None) -> Path:
