@@ -10,6 +10,7 @@ from lfpo_al.errors import UserError
 
 COMMANDS = {
     "train": "run the active-learning loop: fine-tune the ensemble, explore, select, label, validate",
+    "plan": "print what one iteration would submit and its estimated cost; runs nothing (train --dry-run)",
     "build": "build one LixMPO4 structure from the system config (build.* keys) and write extxyz",
     "distill": "distil a run's final model into a compressed student, gated on held-out frames and dynamics",
     "analyze": "flip-dynamics analysis of a final model or of existing trajectories",
@@ -20,7 +21,7 @@ EXAMPLES = """examples:
   python -m lfpo_al train                                  # the default (demo) experiment
   python -m lfpo_al build system=lfpo build.supercell=[1,2,2] build.x=0.5 build.li_order=random build.seed=0 build.output=out.extxyz
   python -m lfpo_al train --cfg system=lmpo                # print the composed config and exit
-  python -m lfpo_al train --dry-run experiment=production  # what a run would submit and cost; runs nothing
+  python -m lfpo_al plan experiment=production             # what a run would submit and cost; runs nothing
   python -m lfpo_al distill run_name=demo                  # compressed student of the demo's final model
   python -m lfpo_al --config-dir my_configs train system=my_olivine   # my_configs/system/my_olivine.yaml
 """
@@ -49,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "train":
             cmd.add_argument("--dry-run", action="store_true",
                              help="print what one iteration would submit and its estimated cost, run nothing "
-                                  "(same as loop.dry_run=true)")
+                                  "(the plan command)")
         cmd.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. system=lmpo build.x=0.25")
     return p
 
@@ -75,6 +76,10 @@ def run(command: str, overrides: list[str], show_cfg: bool, check: bool = False)
         from lfpo_al.structures.cli import build_command
 
         return build_command(cfg)
+    if command == "plan":  # before any lock: a plan leaves no trace in the run folder
+        from lfpo_al.loop.plan_text import print_plan
+
+        return print_plan(cfg)
     if command == "train":
         from lfpo_al.loop.run import train_command
 
@@ -122,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_dir:  # the environment carries it to anything this command starts
         os.environ["LFPO_AL_CONFIG_DIR"] = args.config_dir
     try:
-        overrides = args.overrides + (["loop.dry_run=true"] if getattr(args, "dry_run", False) else [])
-        return run(args.command, overrides, args.cfg, getattr(args, "check", False))
+        command = "plan" if getattr(args, "dry_run", False) else args.command
+        return run(command, args.overrides, args.cfg, getattr(args, "check", False))
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

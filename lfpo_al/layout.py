@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,24 @@ def check_run_name(run_name) -> None:
 
 STEPS = ("train", "explore", "select", "label", "validate")  # one iteration, in order
 STEP_DIRS = dict(zip(STEPS, ("00.train", "01.explore", "02.select", "03.label", "04.validate")))
+
+
+REPORT_PASSED = "passed"  # the distill report's overall verdict: written by ``distill``, read by ``passed_student``
+
+
+@dataclass(frozen=True)
+class DistillLayout:
+    """``runs/<name>/distill``: the distillation's stages (``lfpo_al.distill.step``), its report and student."""
+
+    root: Path
+
+    md = property(lambda self: self.root / "md")
+    train_data = property(lambda self: self.root / "data" / "train")
+    heldout_data = property(lambda self: self.root / "data" / "heldout")
+    student_dir = property(lambda self: self.root / "student")
+    dynamics = property(lambda self: self.root / "dynamics")
+    report = property(lambda self: self.root / "report.json")
+    student = property(lambda self: self.root / "student.pth")
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,10 @@ class RunLayout:
         return self.run_dir / "distill"
 
     @property
+    def distill_layout(self) -> DistillLayout:
+        return DistillLayout(self.distill)
+
+    @property
     def analysis(self) -> Path:
         return self.run_dir / "analysis"
 
@@ -78,3 +101,15 @@ class RunLayout:
 
     def final_models(self) -> list[Path]:
         return sorted(self.final.glob("model.*.pth"))
+
+    def passed_student(self) -> Path | None:
+        """The run's distilled student if its gate passed, else None."""
+        layout = self.distill_layout
+        if not (layout.report.is_file() and layout.student.is_file()):
+            return None
+        try:
+            report = json.loads(layout.report.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{layout.report} is damaged ({exc}); rerun `python -m lfpo_al distill` "
+                            "to rewrite it") from None
+        return layout.student if report.get(REPORT_PASSED) else None

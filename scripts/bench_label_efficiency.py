@@ -252,7 +252,7 @@ def main() -> None:
         row = {"strategy": strategy, "n": n, "n_labels": n_labels, "seed": seed, "steps": steps, "stretch": stretch}
         for name, systems in test_sets.items():
             table = error_table(predict([model_0], systems))
-            row[name] = {key: table[key] for key in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang")}
+            row[name] = table.headline()
         results.append(row)
     trained = [r for r in results if r["stretch"] == 1]
     summary = {"test_sets": {name: summarise(trained, args.strategies, args.counts, args.seeds, name)

@@ -92,7 +92,7 @@ def main() -> None:
     print(f"{'variant':28s} {'E (meV/atom)':>13s} {'F (eV/A)':>9s}")
     for name, model in rows:
         table = error_table(predict([DeepPot(str(model))], test))
-        print(f"{name:28s} {table['energy_rmse_mev_per_atom']:13.2f} {table['force_rmse_ev_per_ang']:9.4f}")
+        print(f"{name:28s} {table.energy_rmse_mev_per_atom:13.2f} {table.force_rmse_ev_per_ang:9.4f}")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def test_lammps_dump_with_types(load_system, tmp_path):
 def test_production_matrix_uses_the_explorer_and_the_calibrated_trust(monkeypatch, load_system, tmp_path):
     """run_name -> final models, explore_step with the analysis matrix, deviation -> trusted fraction."""
     import lfpo_al.explore.step as step
+    from lfpo_al.explore.result import ExplorationResult, TrajectoryResult
 
     system = load_system("lfpo")
     run = tmp_path / "runs" / "demo"
@@ -167,9 +168,9 @@ def test_production_matrix_uses_the_explorer_and_the_calibrated_trust(monkeypatc
             devi[:, 0] = np.arange(len(frames)) * settings.record_every
             devi[:, 4] = np.where(np.arange(len(frames)) < len(frames) // 4, 0.9, 0.1)  # first quarter untrusted
             np.savetxt(task / "model_devi.out", devi)
-            entries.append({"dir": task.name, "family": "x0.50-random-s0-1x2x2", "temperature": temperature,
-                            "n_frames": len(frames), "stop_reason": None})
-        return {"engine": "ase", "trajectories": entries}
+            entries.append(TrajectoryResult(dir=task.name, family="x0.50-random-s0-1x2x2", temperature=temperature,
+                                            n_frames=len(frames), stop_reason=None))
+        return ExplorationResult(engine="ase", trajectories=entries)
 
     monkeypatch.setattr(step, "explore_step", fake_explore)
     assert analyze(f"runs_dir={tmp_path / 'runs'}", "run_name=demo", "analysis.md_temperatures=[500,900]",
@@ -251,3 +252,48 @@ def test_one_frame_foreign_species_and_failed_runs_leave_nothing(trajectories, t
     with pytest.raises(UserError, match="analysis.run_name=nope"):
         analyze("analysis.run_name=nope", f"runs_dir={tmp_path / 'runs'}")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "runs").exists()
+
+
+def _distilled(runs_dir: Path, name: str, report: str) -> Path:
+    """A run folder with a distilled student and its report (the report's text as given)."""
+    from lfpo_al.layout import RunLayout
+
+    layout = RunLayout.of(runs_dir, name).distill_layout
+    layout.root.mkdir(parents=True)
+    layout.student.write_bytes(b"student")
+    layout.report.write_text(report)
+    return layout.student
+
+
+def test_the_student_drives_production_only_when_its_gate_passed(tmp_path):
+    from lfpo_al.analysis.cli import production_driver
+    from lfpo_al.analysis.settings import AnalysisSettings
+    from lfpo_al.layout import RunLayout
+
+    student = _distilled(tmp_path, "passed", json.dumps({"passed": True}))
+    _distilled(tmp_path, "failed", json.dumps({"passed": False}))
+    _distilled(tmp_path, "damaged", '{"passed": tr')
+    assert RunLayout.of(tmp_path, "passed").passed_student() == student
+    assert RunLayout.of(tmp_path, "failed").passed_student() is None
+    assert RunLayout.of(tmp_path, "none").passed_student() is None
+    with pytest.raises(UserError, match=r"report.json is damaged .*; rerun `python -m lfpo_al distill`"):
+        RunLayout.of(tmp_path, "damaged").passed_student()
+    assert production_driver(AnalysisSettings(), tmp_path, "passed") == student
+    assert production_driver(AnalysisSettings(student=False), tmp_path, "passed") is None
+    with pytest.raises(UserError, match=r"analysis.student=true but run 'failed' has no distilled student"):
+        production_driver(AnalysisSettings(student=True), tmp_path, "failed")
+
+
+def test_analyze_finds_the_student_without_loading_the_loop_trainer_or_distillation(tmp_path):
+    """The analysis reads the run layout only: ``lfpo_al.distill``, ``.loop`` and ``.train`` stay unloaded."""
+    import subprocess
+    import sys
+
+    student = _distilled(tmp_path, "passed", json.dumps({"passed": True}))
+    script = ("import sys; from lfpo_al.analysis.cli import production_driver; "
+              "from lfpo_al.analysis.settings import AnalysisSettings; "
+              f"print(production_driver(AnalysisSettings(), {str(tmp_path)!r}, 'passed')); "
+              "print(sorted(m for m in sys.modules "
+              "if m.split('.')[:2] in (['lfpo_al', 'distill'], ['lfpo_al', 'loop'], ['lfpo_al', 'train'])))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.splitlines() == [str(student), "[]"]

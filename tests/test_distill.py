@@ -89,7 +89,7 @@ def test_distill_tiny_real_run(tmp_path, tiny_members, machine):
     from deepmd.infer import DeepPot
 
     from lfpo_al.config import compose_config
-    from lfpo_al.distill.cli import distill_command, passed_student
+    from lfpo_al.distill.cli import distill_command
     from lfpo_al.layout import RunLayout
 
     cell = "supercell: [1, 1, 1]"
@@ -117,7 +117,7 @@ def test_distill_tiny_real_run(tmp_path, tiny_members, machine):
     assert np.abs(frozen.eval(*args)[1] - compressed.eval(*args)[1]).max() < 1e-2
     mtime = (root / "student" / "model.pth").stat().st_mtime
     assert distill_command(cfg) == 0 and (root / "student" / "model.pth").stat().st_mtime == mtime  # resumed
-    assert (passed_student(RunLayout.of(tmp_path, "d")) is not None) == report["passed"]
+    assert (RunLayout.of(tmp_path, "d").passed_student() is not None) == report["passed"]
 
     from lfpo_al.config import instantiate_group
     from lfpo_al.explore.step import explore_step
@@ -125,8 +125,8 @@ def test_distill_tiny_real_run(tmp_path, tiny_members, machine):
     explore = instantiate_group(compose_config([
         f"explore.structures=[{{x: 0.5, li_order: random, seed: 0, {cell}}}]", "explore.temperatures=[600]",
         "explore.n_steps=4", "explore.record_every=2"]), "explore")
-    summary = explore_step(explore, instantiate_group(cfg, "system"), None, [m.frozen for m in tiny_members],
-                           tmp_path / "md", machine, driver=root / "student.pth")
-    assert summary["trajectories"][0]["n_frames"] == 3
+    exploration = explore_step(explore, instantiate_group(cfg, "system"), None, [m.frozen for m in tiny_members],
+                               tmp_path / "md", machine, driver=root / "student.pth")
+    assert exploration.trajectories[0].n_frames == 3
     devi = np.loadtxt(tmp_path / "md" / "traj.000" / "model_devi.out")
     assert (devi[:, 4] > 0).all()  # both members score every frame, none of them drove it

@@ -60,9 +60,9 @@ def test_cli_dry_run_prints_the_plan_and_creates_no_run_folder(tmp_path):
     assert not runs.exists()
 
 
-def test_loop_dry_run_key_does_the_same_and_unknown_teacher_cost_says_so(tmp_path):
+def test_the_plan_command_does_the_same_and_unknown_teacher_cost_says_so(tmp_path):
     runs = tmp_path / "runs"
-    out = run_cli("train", "loop.dry_run=true", f"runs_dir={runs}", *HAND[:-1], "label.core_seconds_per_atom=null")
+    out = run_cli("plan", f"runs_dir={runs}", *HAND[:-1], "label.core_seconds_per_atom=null")
     assert out.returncode == 0, out.stderr
     assert "8 MD tasks" in out.stdout and "23 label tasks" in out.stdout
     label_rows = [line for line in out.stdout.splitlines() if line.strip().startswith("label ")]

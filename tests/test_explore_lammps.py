@@ -10,6 +10,7 @@ import pytest
 
 from lfpo_al.explore import ase_md, lammps_md, step
 from lfpo_al.errors import UserError
+from lfpo_al.explore.md_task import MDTask
 from lfpo_al.explore.settings import AseMdExplorer, LammpsExplorer
 from lfpo_al.selection.settings import SelectionSettings
 from lfpo_al.selection.step import read_model_devi, select_step
@@ -55,16 +56,16 @@ def members(tiny_members):
 
 
 def test_input_script_follows_the_task(system):
-    task = task_dict(["/m/a.pth", "/m/b.pth"], system)
+    task = MDTask.from_record(task_dict(["/m/a.pth", "/m/b.pth"], system))
     nvt = lammps_md.lammps_input(task, system.type_map, n_run=20, seeds=(11, 12))
     assert 'pair_style deepmd "/m/a.pth" "/m/b.pth" out_file model_devi.lammps.out out_freq 5' in nvt
     assert "pair_coeff * * Li Fe P O" in nvt and "timestep 0.001" in nvt
     assert "fix thermostat all langevin 500.0 500.0 0.1 12 zero yes" in nvt  # 1 / (0.01 per fs) = 100 fs
     assert "dump frames all custom 5 traj.lammpstrj" in nvt and "fix halt all halt 5 v_halt" in nvt
     assert "c_closest < 0.8" in nvt and nvt.rstrip().endswith("run 20")
-    npt = lammps_md.lammps_input({**task, "ensemble": "npt"}, system.type_map, n_run=20, seeds=(11, 12))
+    npt = lammps_md.lammps_input(dataclasses.replace(task, ensemble="npt"), system.type_map, n_run=20, seeds=(11, 12))
     assert "press/berendsen iso 0.0 0.0 1.0" in npt and "temp/berendsen 500.0 500.0 0.1" in npt and "langevin" not in npt
-    nve = lammps_md.lammps_input({**task, "friction_per_fs": 0.0}, system.type_map, n_run=20, seeds=(11, 12))
+    nve = lammps_md.lammps_input(dataclasses.replace(task, friction_per_fs=0.0), system.type_map, n_run=20, seeds=(11, 12))
     assert "thermostat" not in nve
 
 
@@ -113,10 +114,11 @@ def test_lammps_matches_ase_from_the_same_start(members, system, start, tmp_path
     ase_dir = make_task_dir(tmp_path / "ase", task, start)
     lmp_dir = make_task_dir(tmp_path / "lammps", task, start)
     ase_result, lmp_result = ase_md.run_md(ase_dir), lammps_md.run_md(lmp_dir)
-    assert ase_result.keys() == lmp_result.keys()
-    assert ase_result["n_frames"] == lmp_result["n_frames"] == 5
-    assert ase_result["stop_reason"] is None and lmp_result["stop_reason"] is None
-    assert ase_result["n_steps_run"] == lmp_result["n_steps_run"] == 20
+    assert json.loads((ase_dir / "result.json").read_text()).keys() == json.loads((lmp_dir / "result.json").read_text()).keys()
+    assert ase_result.n_frames == lmp_result.n_frames == 5
+    assert ase_result.stop_reason is None and lmp_result.stop_reason is None
+    assert ase_result.stop_step is None and lmp_result.stop_step is None
+    assert ase_result.n_steps_run == lmp_result.n_steps_run == 20
 
     # LAMMPS's potential energy at step 0 is member 0's energy of the start structure
     reference = start.copy()
@@ -160,11 +162,12 @@ def test_lammps_halts_on_close_atoms_and_selection_reads_it(members, system, mac
     # every pair counts as too close: LAMMPS itself halts at its first check (step 5), step 0 is the stopping frame
     settings = LammpsExplorer(temperatures=[500.0], structures=[START], n_steps=1000,
                                record_every=5, min_distance=5.0)
-    (traj,) = step.explore_step(settings, system, None, members, tmp_path / "explore", machine)["trajectories"]
-    assert traj["n_frames"] == 1 and traj["n_steps_run"] == 5
-    assert traj["stop_reason"].startswith("atoms") and traj["stop_reason"].endswith("at step 0")
+    (traj,) = step.explore_step(settings, system, None, members, tmp_path / "explore", machine).trajectories
+    assert traj.n_frames == 1 and traj.n_steps_run == 5
+    assert traj.stop_reason.startswith("atoms") and traj.stop_reason.endswith("at step 0") and traj.stop_step == 0
     report = select_step(tmp_path / "explore", tmp_path / "select", SelectionSettings())
-    assert report["n_total"] == 1 and report["stop_reasons"] == {"traj.000": traj["stop_reason"]}
+    assert report.n_total == 1 and report.stop_reasons == {"traj.000": traj.stop_reason}
+    assert report.failed_breakdown["after_stop"] == 1 and not report.warnings
 
 
 @pytest.mark.slow
@@ -172,6 +175,6 @@ def test_lammps_halts_on_deviation(members, system, start, tmp_path):
     # the deviation is watched while LAMMPS runs; without the halt 1000 steps would take minutes here
     task_dir = make_task_dir(tmp_path / "traj.000", task_dict(members, system, n_steps=1000, abort_deviation=1e-6), start)
     result = lammps_md.run_md(task_dir)
-    assert result["n_frames"] == 1 and result["stop_reason"].startswith("deviation")
-    assert result["n_steps_run"] < 1000
+    assert result.n_frames == 1 and result.stop_reason.startswith("deviation") and result.stop_step == 0
+    assert result.n_steps_run < 1000
     assert np.loadtxt(task_dir / "model_devi.out", ndmin=2).shape == (1, 7)

@@ -1,6 +1,8 @@
 """Frame selection (trust window, cap, families, near-duplicates, report) and trust-level calibration."""
 
+import dataclasses
 import json
+from dataclasses import asdict
 import re
 
 import ase.io
@@ -10,6 +12,8 @@ from ase import Atoms
 
 from lfpo_al.config import compose_config, instantiate_group
 from lfpo_al.errors import UserError
+from lfpo_al.selection.calibration import Calibration
+from lfpo_al.selection.report import SelectionReport
 from lfpo_al.selection import (
     ACCURATE,
     CANDIDATE,
@@ -50,7 +54,8 @@ def write_model_devi(path, steps, max_devi_f, columns=8):
 
 
 def write_exploration(root, trajectories, columns=8):
-    """``trajectories``: dicts with family, deviations and optional frames / stop_reason."""
+    """``trajectories``: dicts with family, deviations and optional frames / stop_reason / stop_step (left
+    out of summary.json when not given, as in a summary of an older release)."""
     entries = []
     for i, spec in enumerate(trajectories):
         name = f"traj.{i:03d}"
@@ -61,7 +66,8 @@ def write_exploration(root, trajectories, columns=8):
         write_model_devi(root / name / "model_devi.out", [a.info["step"] for a in frames], deviations, columns)
         entries.append(
             {"dir": name, "family": spec["family"], "temperature": 300.0, "n_frames": len(frames),
-             "stop_reason": spec.get("stop_reason")}
+             "stop_reason": spec.get("stop_reason"),
+             **({"stop_step": spec["stop_step"]} if "stop_step" in spec else {})}
         )
     (root / "summary.json").write_text(json.dumps({"trajectories": entries}))
     return root
@@ -88,22 +94,35 @@ def test_select_step_counts_per_category(tmp_path):
         {"family": "b", "deviations": [0.05, 0.15, 0.9]},
     ])
     report = select_step(explore, tmp_path / "select", settings())
-    assert (report["n_total"], report["n_accurate"], report["n_candidate"], report["n_failed"]) == (9, 3, 3, 3)
-    assert report["accurate_ratio"] == pytest.approx(3 / 9)
-    assert report["failed_breakdown"] == {"after_stop": 0, "non_finite": 1, "above_trust_hi": 2}
-    assert report["families"]["a"]["n_candidate"] == 2 and report["families"]["b"]["n_failed"] == 1
-    assert report["n_selected"] == 3
+    assert (report.n_total, report.n_accurate, report.n_candidate, report.n_failed) == (9, 3, 3, 3)
+    assert report.accurate_ratio == pytest.approx(3 / 9)
+    assert report.failed_breakdown == {"after_stop": 0, "non_finite": 1, "above_trust_hi": 2}
+    assert report.families["a"]["n_candidate"] == 2 and report.families["b"]["n_failed"] == 1
+    assert report.n_selected == 3
 
 
 def test_frames_after_stop_are_failed(tmp_path):
     explore = write_exploration(tmp_path / "explore", [
-        {"family": "a", "deviations": [0.2] * 11, "stop_reason": "atoms 0.61 A apart at step 80"},
+        {"family": "a", "deviations": [0.2] * 11, "stop_reason": "atoms 0.61 A apart at step 80", "stop_step": 80},
     ])
     report = select_step(explore, tmp_path / "select", settings())
-    assert report["n_failed"] == 3 and report["failed_breakdown"]["after_stop"] == 3  # steps 80, 90, 100
-    assert report["stop_reasons"] == {"traj.000": "atoms 0.61 A apart at step 80"}
-    assert report["trajectories"][0]["stop_step"] == 80
-    assert all(entry["step"] < 80 for entry in report["selected"])
+    assert report.n_failed == 3 and report.failed_breakdown["after_stop"] == 3  # steps 80, 90, 100
+    assert report.stop_reasons == {"traj.000": "atoms 0.61 A apart at step 80"}
+    assert report.trajectories[0]["stop_step"] == 80
+    assert all(entry["step"] < 80 for entry in report.selected)
+
+
+def test_the_stop_step_not_the_sentence_marks_the_failed_frames(tmp_path):
+    explore = write_exploration(tmp_path / "explore", [
+        {"family": "a", "deviations": [0.2] * 11, "stop_reason": "the thermostat gave up", "stop_step": 50},
+        {"family": "b", "deviations": [0.2] * 11},  # the control: ran to the end
+    ])
+    report = select_step(explore, tmp_path / "select", settings())
+    stopped, control = report.trajectories
+    assert stopped["stop_step"] == 50 and stopped["n_failed"] == 6  # steps 50, 60, ..., 100
+    assert control["stop_step"] is None and control["n_failed"] == 0
+    assert report.failed_breakdown["after_stop"] == 6 and not any("names no step" in w for w in report.warnings)
+    assert all(entry["step"] < 50 for entry in report.selected if entry["family"] == "a")
 
 
 # --- choice: cap, families, near-duplicates -------------------------------------------------------
@@ -113,8 +132,8 @@ def test_cap_keeps_the_most_uncertain(tmp_path):
     deviations = np.linspace(0.11, 0.49, 12)
     explore = write_exploration(tmp_path / "explore", [{"family": "a", "deviations": deviations}])
     report = select_step(explore, tmp_path / "select", settings(max_selected=4))
-    assert report["n_selected"] == 4 and report["n_candidate"] == 12
-    assert [e["max_devi_f"] for e in report["selected"]] == pytest.approx(sorted(deviations)[::-1][:4])
+    assert report.n_selected == 4 and report.n_candidate == 12
+    assert [e["max_devi_f"] for e in report.selected] == pytest.approx(sorted(deviations)[::-1][:4])
     assert len(ase.io.read(tmp_path / "select" / "selected.extxyz", index=":")) == 4
 
 
@@ -125,11 +144,11 @@ def test_round_robin_spreads_over_families(tmp_path):
         {"family": "mid", "deviations": [0.30, 0.31, 0.32]},
     ])
     report = select_step(explore, tmp_path / "select", settings(max_selected=7))
-    families = [entry["family"] for entry in report["selected"]]
+    families = [entry["family"] for entry in report.selected]
     # visited by their most uncertain frame; each round takes one per family, most uncertain first
     assert families == ["rich", "mid", "poor", "rich", "mid", "poor", "rich"]
-    assert [e["max_devi_f"] for e in report["selected"][:2]] == pytest.approx([0.45, 0.32])
-    assert {f: report["families"][f]["n_selected"] for f in ("rich", "mid", "poor")} == {"rich": 3, "mid": 2, "poor": 2}
+    assert [e["max_devi_f"] for e in report.selected[:2]] == pytest.approx([0.45, 0.32])
+    assert {f: report.families[f]["n_selected"] for f in ("rich", "mid", "poor")} == {"rich": 3, "mid": 2, "poor": 2}
 
 
 def test_near_duplicates_skipped(tmp_path):
@@ -140,10 +159,10 @@ def test_near_duplicates_skipped(tmp_path):
         {"family": "b", "deviations": [0.2, 0.3, 0.25, 0.22, 0.21], "frames": moving},
     ])
     report = select_step(explore, tmp_path / "select", settings())
-    assert report["families"]["a"]["n_selected"] == 1 and report["families"]["b"]["n_selected"] == 5
-    assert report["n_near_duplicates_skipped"] == 4
-    assert report["selected"][0]["source"] == "traj.000:frame 1"  # the most uncertain of the still ones
-    assert select_step(explore, tmp_path / "keep", settings(min_frame_distance=0))["n_selected"] == 10
+    assert report.families["a"]["n_selected"] == 1 and report.families["b"]["n_selected"] == 5
+    assert report.n_near_duplicates_skipped == 4
+    assert report.selected[0]["source"] == "traj.000:frame 1"  # the most uncertain of the still ones
+    assert select_step(explore, tmp_path / "keep", settings(min_frame_distance=0)).n_selected == 10
 
 
 def test_max_displacement_uses_minimum_image():
@@ -166,8 +185,8 @@ def test_selected_extxyz_carries_source_and_arrays(tmp_path):
 def test_selection_is_deterministic(tmp_path):
     specs = [{"family": f, "deviations": [0.2, 0.2, 0.3, 0.3]} for f in ("a", "b")]
     explore = write_exploration(tmp_path / "explore", specs)
-    first = select_step(explore, tmp_path / "one", settings(max_selected=3))["selected"]
-    assert select_step(explore, tmp_path / "two", settings(max_selected=3))["selected"] == first
+    first = select_step(explore, tmp_path / "one", settings(max_selected=3)).selected
+    assert select_step(explore, tmp_path / "two", settings(max_selected=3)).selected == first
     assert [e["source"] for e in first] == ["traj.000:frame 2", "traj.001:frame 2", "traj.000:frame 3"]
 
 
@@ -180,7 +199,7 @@ def test_model_devi_7_and_8_columns(tmp_path, columns):
     steps, deviation = read_model_devi(explore / "traj.000" / "model_devi.out")
     assert steps.tolist() == [0, 10, 20] and deviation.tolist() == pytest.approx([0.05, 0.3, 0.9])
     report = select_step(explore, tmp_path / "select", settings())
-    assert (report["n_accurate"], report["n_candidate"], report["n_failed"]) == (1, 1, 1)
+    assert (report.n_accurate, report.n_candidate, report.n_failed) == (1, 1, 1)
 
 
 def test_reads_deepmd_writer_output(tmp_path):
@@ -194,21 +213,60 @@ def test_reads_deepmd_writer_output(tmp_path):
     assert steps.tolist() == [0, 10, 20] and deviation.tolist() == pytest.approx([0.01, 0.2, 0.7])
 
 
+# report.json's keys, in order, as written before SelectionReport
+REPORT_KEYS = ["explore_dir", "selected_file", "n_total", "n_accurate", "n_candidate", "n_failed", "n_selected",
+               "accurate_ratio", "candidate_ratio", "failed_ratio", "failed_breakdown", "n_near_duplicates_skipped",
+               "trust_levels", "max_selected", "priority", "diversity", "min_frame_distance", "families",
+               "trajectories", "stop_reasons", "selected", "calibration", "warnings"]
+COUNT_KEYS = ["n_total", "n_accurate", "n_candidate", "n_failed", "n_selected"]
+
+
 def test_report_keys_and_json(tmp_path):
     explore = write_exploration(tmp_path / "explore", [
-        {"family": "a", "deviations": [0.01, 0.2, 0.3], "stop_reason": "deviation 5.20 > 3.00 eV/A at step 20"},
+        {"family": "a", "deviations": [0.01, 0.2, 0.3], "stop_reason": "deviation 5.20 > 3.00 eV/A at step 20",
+         "stop_step": 20},
         {"family": "b", "deviations": [0.02]},
     ])
     returned = select_step(explore, tmp_path / "select", settings())
     report = json.loads((tmp_path / "select" / "report.json").read_text())
-    assert report == returned
-    for key in ("n_total", "n_accurate", "n_candidate", "n_failed", "n_selected", "accurate_ratio", "trust_levels",
-                "families", "trajectories", "stop_reasons", "selected", "failed_breakdown", "warnings", "calibration"):
-        assert key in report, key
+    assert report == returned.record() and SelectionReport.read(tmp_path / "select") == returned
+    assert list(report) == REPORT_KEYS
+    assert list(report["trust_levels"]) == ["trust_lo", "trust_hi", "source", "note"]
+    assert list(report["trajectories"][0]) == ["dir", "family", "temperature", "stop_reason", "stop_step", *COUNT_KEYS]
+    assert list(report["families"]["a"]) == COUNT_KEYS
+    assert list(report["selected"][0]) == ["source", "family", "temperature", "step", "max_devi_f"]
     assert report["trust_levels"] == {"trust_lo": 0.1, "trust_hi": 0.5, "source": "config", "note": None}
     assert report["stop_reasons"] == {"traj.000": "deviation 5.20 > 3.00 eV/A at step 20"}
     assert report["failed_breakdown"]["after_stop"] == 1
     assert set(report["families"]) == {"a", "b"} and report["trajectories"][1]["n_accurate"] == 1
+
+
+def test_report_is_read_back_after_the_run_folder_moved(tmp_path):
+    explore = write_exploration(tmp_path / "run" / "explore", [{"family": "a", "deviations": [0.05, 0.3, 0.4]}])
+    report = select_step(explore, tmp_path / "run" / "select", settings())
+    (tmp_path / "run").rename(tmp_path / "moved")
+    again = SelectionReport.read(tmp_path / "moved" / "select")
+    assert again.selected_file == str(tmp_path / "moved" / "select" / "selected.extxyz")
+    assert dataclasses.replace(again, selected_file=report.selected_file) == report
+    frames = again.selected_frames()
+    assert [f.info["source"] for f in frames] == [s["source"] for s in report.selected] == ["traj.000:frame 2",
+                                                                                            "traj.000:frame 1"]
+    assert select_step(tmp_path / "moved" / "explore", tmp_path / "none", settings(trust_lo=0.5, trust_hi=0.6)
+                       ).selected_frames() == []
+    with pytest.raises(UserError, match="report.json cannot be read"):
+        SelectionReport.read(tmp_path / "run" / "select")
+
+
+def test_an_exploration_passed_in_is_not_read_from_its_folder(tmp_path):
+    from lfpo_al.explore.result import ExplorationResult
+
+    explore = write_exploration(tmp_path / "explore", [{"family": "a", "deviations": [0.05, 0.3, 0.4]},
+                                                       {"family": "b", "deviations": [0.2, 0.3]}])
+    exploration = ExplorationResult.read(explore)
+    (explore / "summary.json").unlink()
+    exploration.trajectories = exploration.trajectories[1:]
+    report = select_step(explore, tmp_path / "select", settings(), exploration=exploration)
+    assert report.n_total == 2 and list(report.families) == ["b"]
 
 
 def test_bad_inputs_name_the_file(tmp_path):
@@ -239,15 +297,15 @@ def power_law_frames(n=400, seed=0, noise=0.25):
 def test_calibration_recovers_power_law(tmp_path):
     deviation, error = power_law_frames()
     result = calibrate(deviation, error, target_force_error=0.15, out_png=tmp_path / "calibration.png")
-    assert result["fallback"] is None and result["n_frames"] == 400
-    assert result["spearman_rho"] > 0.9 and result["spearman_p"] < 1e-10
-    assert result["slope"] == pytest.approx(1.2, abs=0.05) and result["prefactor"] == pytest.approx(0.8, rel=0.1)
-    assert result["trust_lo"] == pytest.approx((0.15 / 0.8) ** (1 / 1.2), rel=0.08)
-    derived_hi = result.get("trust_hi_derived", result["trust_hi"])
+    assert result.fallback is None and result.n_frames == 400
+    assert result.spearman_rho > 0.9 and result.spearman_p < 1e-10
+    assert result.slope == pytest.approx(1.2, abs=0.05) and result.prefactor == pytest.approx(0.8, rel=0.1)
+    assert result.trust_lo == pytest.approx((0.15 / 0.8) ** (1 / 1.2), rel=0.08)
+    derived_hi = result.trust_hi_derived or result.trust_hi
     assert derived_hi == pytest.approx((0.6 / 0.8) ** (1 / 1.2), rel=0.08)
-    assert result["trust_hi"] == pytest.approx(max(derived_hi, deviation.max()))
+    assert result.trust_hi == pytest.approx(max(derived_hi, deviation.max()))
     assert (tmp_path / "calibration.png").stat().st_size > 10_000
-    json.dumps(result, allow_nan=False)
+    json.dumps(asdict(result), allow_nan=False)
 
 
 def test_young_model_keeps_labelable_frames_as_candidates():
@@ -256,24 +314,24 @@ def test_young_model_keeps_labelable_frames_as_candidates():
     deviation = rng.uniform(0.07, 0.6, size=30)
     error = 4.0 * deviation * np.exp(rng.normal(scale=0.2, size=30))
     result = calibrate(deviation, error, target_force_error=0.15)
-    assert result["trust_lo"] < deviation.min()
-    assert result["trust_hi_derived"] < deviation.max() and result["trust_hi"] == pytest.approx(deviation.max())
-    assert any("trust_hi raised" in w for w in result["warnings"])
+    assert result.trust_lo < deviation.min()
+    assert result.trust_hi_derived < deviation.max() and result.trust_hi == pytest.approx(deviation.max())
+    assert any("trust_hi raised" in w for w in result.warnings)
 
 
 def test_calibration_quantile_is_more_cautious():
     deviation, error = power_law_frames()
     median = calibrate(deviation, error, 0.15)
     cautious = calibrate(deviation, error, 0.15, error_quantile=0.9)
-    assert cautious["trust_lo"] < median["trust_lo"]
+    assert cautious.trust_lo < median.trust_lo
     # with log-normal noise of sigma 0.25 the 90 % error quantile is exp(1.2816 * 0.25) above the median
-    assert cautious["trust_lo"] == pytest.approx(median["trust_lo"] * np.exp(-1.2816 * 0.25 / 1.2), rel=0.05)
+    assert cautious.trust_lo == pytest.approx(median.trust_lo * np.exp(-1.2816 * 0.25 / 1.2), rel=0.05)
 
 
 def test_calibration_is_robust_to_outliers():
     deviation, error = power_law_frames()
     error[:40] = 50.0  # 10 % broken labels
-    assert calibrate(deviation, error, 0.15)["trust_lo"] == pytest.approx((0.15 / 0.8) ** (1 / 1.2), rel=0.15)
+    assert calibrate(deviation, error, 0.15).trust_lo == pytest.approx((0.15 / 0.8) ** (1 / 1.2), rel=0.15)
 
 
 @pytest.mark.parametrize(
@@ -288,9 +346,9 @@ def test_calibration_is_robust_to_outliers():
 )
 def test_calibration_degenerate_inputs_fall_back(tmp_path, deviation, error, reason):
     result = calibrate(deviation, error, 0.15, out_png=tmp_path / "c.png", trust_hi_factor=3.0)
-    assert result["fallback"] is not None and re.search(reason, result["fallback"]), result["fallback"]
-    assert (result["trust_lo"], result["trust_hi"]) == pytest.approx((0.15, 0.45))
-    assert result["method"].startswith("fallback") and (tmp_path / "c.png").is_file()
+    assert result.fallback is not None and re.search(reason, result.fallback), result.fallback
+    assert (result.trust_lo, result.trust_hi) == pytest.approx((0.15, 0.45))
+    assert result.method.startswith("fallback") and (tmp_path / "c.png").is_file()
 
 
 def test_calibration_rejects_bad_arguments():
@@ -306,30 +364,32 @@ def test_auto_levels_come_from_calibration(tmp_path):
     deviation, error = power_law_frames()
     calibration = calibrate(deviation * 0.1, error, 0.15)  # a compressed ensemble: levels 0.025 and 0.079 eV/A
     report = select_step(explore, tmp_path / "calibrated", auto, calibration)
-    assert report["trust_levels"]["source"] == "calibration"
-    assert report["trust_levels"]["trust_lo"] == pytest.approx(calibration["trust_lo"])
-    assert report["trust_levels"]["trust_hi"] == pytest.approx(calibration["trust_hi"])
-    assert (report["n_accurate"], report["n_candidate"], report["n_failed"]) == (1, 2, 1)
-    assert report["calibration"]["slope"] == pytest.approx(calibration["slope"])
+    assert report.trust_levels.source == "calibration"
+    assert report.trust_levels.trust_lo == pytest.approx(calibration.trust_lo)
+    assert report.trust_levels.trust_hi == pytest.approx(calibration.trust_hi)
+    assert (report.n_accurate, report.n_candidate, report.n_failed) == (1, 2, 1)
+    assert report.calibration["slope"] == pytest.approx(calibration.slope)
 
 
 def test_auto_without_calibration_uses_documented_defaults(tmp_path):
     explore = write_exploration(tmp_path / "explore", [{"family": "a", "deviations": [0.02, 0.2, 0.7]}])
     report = select_step(explore, tmp_path / "select", SelectionSettings(trust_lo="auto", trust_hi="auto"))
-    assert report["trust_levels"]["source"] == "default" and "no calibration yet" in report["trust_levels"]["note"]
-    assert (report["trust_levels"]["trust_lo"], report["trust_levels"]["trust_hi"]) == pytest.approx((0.15, 0.6))
-    assert (report["n_accurate"], report["n_candidate"], report["n_failed"]) == (1, 1, 1)
+    assert report.trust_levels.source == "default" and "no calibration yet" in report.trust_levels.note
+    assert (report.trust_levels.trust_lo, report.trust_levels.trust_hi) == pytest.approx((0.15, 0.6))
+    assert (report.n_accurate, report.n_candidate, report.n_failed) == (1, 1, 1)
 
 
 def test_mixed_auto_and_fixed_level(tmp_path):
     explore = write_exploration(tmp_path / "explore", [{"family": "a", "deviations": [0.02, 0.2]}])
-    calibration = {"trust_lo": 0.05, "trust_hi": 0.2, "fallback": None}
+    calibration = Calibration(target_force_error=0.15, trust_hi_factor=4.0, error_quantile=0.5, trust_lo=0.05,
+                              trust_hi=0.2)
     report = select_step(explore, tmp_path / "select", SelectionSettings(trust_lo="auto", trust_hi=1.0), calibration)
-    assert (report["trust_levels"]["trust_lo"], report["trust_levels"]["trust_hi"]) == (0.05, 1.0)
+    assert (report.trust_levels.trust_lo, report.trust_levels.trust_hi) == (0.05, 1.0)
     with pytest.raises(UserError, match="trust_lo=0.05 is not below trust_hi=0.04"):
         select_step(explore, tmp_path / "bad", SelectionSettings(trust_lo="auto", trust_hi=0.04), calibration)
     with pytest.raises(UserError, match="calibration has no positive trust_lo"):
-        select_step(explore, tmp_path / "bad", SelectionSettings(trust_lo="auto"), {"slope": 1.0})
+        select_step(explore, tmp_path / "bad", SelectionSettings(trust_lo="auto"),
+                    dataclasses.replace(calibration, trust_lo=None, trust_hi=None, slope=1.0))
 
 
 def test_settings_validation_and_configs():
@@ -353,7 +413,7 @@ def test_unusual_trajectories_are_reported_not_fatal(tmp_path):
         {"family": "b", "deviations": [0.2, 0.3, 0.25], "stop_reason": "the thermostat gave up"},
     ])
     report = select_step(explore, tmp_path / "select", settings())
-    assert report["families"]["a"]["n_selected"] == 3  # identical geometries, but not comparable: all kept
-    assert report["trajectories"][1]["stop_step"] == 20 and report["families"]["b"]["n_failed"] == 1
-    assert any("different atoms" in w for w in report["warnings"])
-    assert any("names no step" in w for w in report["warnings"])
+    assert report.families["a"]["n_selected"] == 3  # identical geometries, but not comparable: all kept
+    assert report.trajectories[1]["stop_step"] == 20 and report.families["b"]["n_failed"] == 1
+    assert any("different atoms" in w for w in report.warnings)
+    assert any("names no step" in w for w in report.warnings)

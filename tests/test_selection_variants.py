@@ -48,13 +48,13 @@ def test_select_step_cuts_where_the_teacher_failed(tmp_path):
 
     never = run_record([write_history(tmp_path / "it0", [0.3, 2.0, 4.0, 7.0], [])])
     report = select_step(explore, tmp_path / "s0", teacher, teacher_record=never)
-    assert report["n_failed"] == 0 and report["n_selected"] == 5  # the fixed 4x-target window would drop 3
-    assert report["trust_levels"]["trust_hi"] is None and "no upper cut" in report["trust_levels"]["note"]
+    assert report.n_failed == 0 and report.n_selected == 5  # the fixed 4x-target window would drop 3
+    assert report.trust_levels.trust_hi is None and "no upper cut" in report.trust_levels.note
 
     failing = run_record([write_history(tmp_path / "it1", [0.3, 2.0, 3.0, 4.0, 7.0], [2, 3, 4])])
     report = select_step(explore, tmp_path / "s1", teacher, teacher_record=failing)
-    assert report["trust_levels"]["trust_hi"] == pytest.approx(3.0)
-    assert [s["max_devi_f"] for s in report["selected"]] == [1.6, 0.8, 0.2]
+    assert report.trust_levels.trust_hi == pytest.approx(3.0)
+    assert [s["max_devi_f"] for s in report.selected] == [1.6, 0.8, 0.2]
 
 
 def test_model_scored_variants_need_the_ensemble(tmp_path):
@@ -144,7 +144,7 @@ def test_valence_priority_picks_the_largest_member_disagreement_on_breathing(tmp
     explore = write_exploration(tmp_path / "explore", [{"family": "pool", "frames": real_pool,
                                                          "deviations": scores.max_devi_f}])
     chosen = select_step(explore, tmp_path / "s", SelectionSettings(trust_lo=0.0, trust_hi="teacher", max_selected=3,
-                         min_frame_distance=0, priority="valence"), models=models, system=system)["selected"]
+                         min_frame_distance=0, priority="valence"), models=models, system=system).selected
     picked = [int(s["source"].split()[-1]) for s in chosen]
     assert picked == list(np.argsort(-np.asarray(measured), kind="stable")[:3])
 
@@ -161,9 +161,9 @@ def test_descriptor_diversity_spans_both_compositions(tmp_path, tiny_members, re
     deviations = np.r_[np.linspace(1.0, 0.9, 6), np.linspace(0.5, 0.4, 6)]
     explore = write_exploration(tmp_path / "explore", [{"family": "pool", "frames": real_pool, "deviations": deviations}])
     base = dict(trust_lo=0.1, trust_hi="teacher", max_selected=2, min_frame_distance=0)
-    plain = select_step(explore, tmp_path / "plain", SelectionSettings(**base))["selected"]
+    plain = select_step(explore, tmp_path / "plain", SelectionSettings(**base)).selected
     diverse = select_step(explore, tmp_path / "diverse", SelectionSettings(**base, diversity="descriptor"),
-                          models=models, system=system, scores=scores)["selected"]
+                          models=models, system=system, scores=scores).selected
     composition = [[int(s["source"].split()[-1]) // 6 for s in chosen] for chosen in (plain, diverse)]
     assert composition[0] == [0, 0]
     assert composition[1] == [0, 1]

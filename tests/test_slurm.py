@@ -162,9 +162,9 @@ def test_md_on_the_gpu_partition_and_labels_on_the_cpu_partition(label_run, slur
     explore = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "seed": 0, "supercell": [1, 1, 1]}],
                               n_steps=10, record_every=5)
     system = label_run["system"]
-    summary = explore_step(explore, system, BuildSpec(supercell=[1, 1, 1]), [model, model], tmp_path / "01.explore",
-                           gpu_cpu_machine.for_step("explore"))
-    assert summary["trajectories"][0].get("n_frames", 0) >= 2, summary
+    exploration = explore_step(explore, system, BuildSpec(supercell=[1, 1, 1]), [model, model], tmp_path / "01.explore",
+                               gpu_cpu_machine.for_step("explore"))
+    assert (exploration.trajectories[0].n_frames or 0) >= 2, exploration
     assert_jobs_on(jobs_submitted_from(slurm_cluster, tmp_path / "01.explore"), GPU_PARTITION, gpus=1,
                    time_limit="04:00:00")
 

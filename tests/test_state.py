@@ -5,7 +5,7 @@ import multiprocessing
 import pytest
 
 from lfpo_al.errors import UserError
-from lfpo_al.loop.report import iteration_rows, status_text
+from lfpo_al.loop.report import status_text
 from lfpo_al.loop.state import SETUP, RunState
 
 
@@ -70,8 +70,9 @@ def test_status_text(tmp_path):
     state.append(0, "label", outputs={"n_labeled": 4})
     state.append(0, "validate", outputs={"force_rmse_ev_per_ang": 0.3, "valence_agreement": 1.0,
                                          "calibration": {"spearman_rho": 0.7}})
-    rows = iteration_rows(state.records())
-    assert rows[0]["label_n_labeled"] == 4 and rows[0]["spearman_rho"] == 0.7
+    (row,) = state.rows()
+    assert row.label.n_labeled == 4 and row.calibration.spearman_rho == 0.7 and row.steps == ["select", "label", "validate"]
+    assert row.validate.dynamics_summary is None and row.train is None
     text = status_text(tmp_path)
     assert "0.300" in text and "not finished" in text
 

@@ -15,6 +15,7 @@ from deepmd.infer.model_devi import calc_model_devi
 
 from lfpo_al.errors import UserError
 from lfpo_al.explore import torchsim_md
+from lfpo_al.explore.md_task import MDTask
 from lfpo_al.explore.settings import TorchSimExplorer
 from lfpo_al.explore.step import balanced_batches, explore_step
 from lfpo_al.structures import BuildSpec, build_structure, write_structure
@@ -49,18 +50,18 @@ def write_tasks(members, system, folder, explore, abort=(None, None, None)) -> l
 
 
 def test_a_batch_writes_what_ase_md_writes_scored_by_every_member(tiny_members, machine, load_system, tmp_path):
-    summary = explore_step(settings(score_every=2, replicas_per_task=2), load_system("lfpo"),
-                           BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in tiny_members], tmp_path, machine)
-    entries = summary["trajectories"]
+    exploration = explore_step(settings(score_every=2, replicas_per_task=2), load_system("lfpo"),
+                               BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in tiny_members], tmp_path, machine)
+    entries = exploration.trajectories
     # the largest cell first into the emptiest batch: the two 26-atom cells share the second
-    assert [e["dir"] for e in entries] == ["batch.001/traj.000", "batch.001/traj.001", "batch.000/traj.002"]
-    assert [e["temperature"] for e in entries] == [300.0, 900.0, 600.0] and summary["engine"] == "torchsim"
+    assert [e.dir for e in entries] == ["batch.001/traj.000", "batch.001/traj.001", "batch.000/traj.002"]
+    assert [e.temperature for e in entries] == [300.0, 900.0, 600.0] and exploration.engine == "torchsim"
     models = [DeepPot(str(m.frozen)) for m in tiny_members]
     type_map = load_system("lfpo").type_map
     for entry in entries:
-        assert entry["n_frames"] == 5 and entry["stop_reason"] is None
-        frames = ase.io.read(tmp_path / entry["dir"] / "frames.extxyz", index=":")
-        devi = np.loadtxt(tmp_path / entry["dir"] / "model_devi.out")
+        assert entry.n_frames == 5 and entry.stop_reason is None and entry.stop_step is None
+        frames = ase.io.read(tmp_path / entry.dir / "frames.extxyz", index=":")
+        devi = np.loadtxt(tmp_path / entry.dir / "model_devi.out")
         np.testing.assert_array_equal(devi[:, 0], [0, 5, 10, 15, 20])
         atype = [type_map.index(s) for s in frames[0].get_chemical_symbols()]
         # frames 0, 2 and the last are scored (the driver's MD forces stand in for member 0); 1 and 3 bounded
@@ -70,15 +71,15 @@ def test_a_batch_writes_what_ase_md_writes_scored_by_every_member(tiny_members, 
             np.testing.assert_allclose(rescored[1:], devi[i, 1:], rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(devi[1, 1:], np.maximum(devi[0, 1:], devi[2, 1:]))
         assert not np.allclose(frames[0].positions, frames[-1].positions)
-    assert len(ase.io.read(tmp_path / entries[2]["dir"] / "frames.extxyz")) == 28  # the LiFePO4 cell beside x = 0.5
+    assert len(ase.io.read(tmp_path / entries[2].dir / "frames.extxyz")) == 28  # the LiFePO4 cell beside x = 0.5
 
 
 def test_a_batch_of_one_runs_in_its_trajectory_folder(tiny_members, machine, load_system, tmp_path):
     explore = settings(structures=[{"x": 1.0}], n_steps=10, replicas_per_task=None)
     assert explore.replicas_per_process(machine.parallel_jobs) == 1
     (entry,) = explore_step(explore, load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]),
-                            [m.frozen for m in tiny_members], tmp_path, machine)["trajectories"]
-    assert entry["dir"] == "traj.000" and entry["n_frames"] == 3 and entry["stop_reason"] is None
+                            [m.frozen for m in tiny_members], tmp_path, machine).trajectories
+    assert entry.dir == "traj.000" and entry.n_frames == 3 and entry.stop_reason is None
 
 
 @pytest.mark.slow
@@ -91,7 +92,7 @@ def test_one_model_call_per_step_and_size_and_each_replica_at_its_temperature(ti
     forward = torchsim_md.DeepmdModel.forward
     monkeypatch.setattr(torchsim_md.DeepmdModel, "forward", lambda self, state, **kw: calls.append(1) or forward(self, state))
     results = torchsim_md.run_batch(tmp_path, names)
-    assert [r["n_steps_run"] for r in results] == [200, 200, 200]
+    assert [r.n_steps_run for r in results] == [200, 200, 200]
     assert len(calls) == 201  # the start, then one per step, each call covering all three replicas
     for name, target in zip(names, (300.0, 900.0, 600.0)):
         frames = ase.io.read(tmp_path / name / "frames.extxyz", index=":")
@@ -102,8 +103,8 @@ def test_one_model_call_per_step_and_size_and_each_replica_at_its_temperature(ti
 def test_a_replica_that_stops_leaves_the_batch_and_the_others_run_on(tiny_members, load_system, tmp_path):
     names = write_tasks(tiny_members, load_system("lfpo"), tmp_path, settings(), abort=(None, 1e-6, None))
     results = torchsim_md.run_batch(tmp_path, names)
-    assert results[1]["n_frames"] == 1 and results[1]["stop_reason"].startswith("deviation")
-    assert [(r["n_frames"], r["stop_reason"]) for r in (results[0], results[2])] == [(5, None), (5, None)]
+    assert results[1].n_frames == 1 and results[1].stop_reason.startswith("deviation") and results[1].stop_step == 0
+    assert [(r.n_frames, r.stop_reason, r.stop_step) for r in (results[0], results[2])] == [(5, None, None)] * 2
     np.testing.assert_array_equal(np.loadtxt(tmp_path / names[2] / "model_devi.out")[:, 0], [0, 5, 10, 15, 20])
 
 
@@ -123,14 +124,19 @@ def test_batches_balance_their_atoms():
     assert balanced_batches([26, 26, 28], 3) == [0, 0, 0] and balanced_batches([5, 5, 5], 1) == [0, 1, 2]
 
 
-def test_a_batch_shares_its_settings_and_runs_nvt_only():
+def test_a_batch_shares_its_settings_and_runs_nvt_only(load_system):
     with pytest.raises(UserError, match="nvt"):
         settings(ensemble="npt")
     with pytest.raises(UserError, match="replicas_per_task"):
         settings(replicas_per_task=0)
-    tasks = [{k: 1 for k in torchsim_md.SHARED_KEYS}, {**{k: 1 for k in torchsim_md.SHARED_KEYS}, "n_steps": 2}]
+    task = MDTask(models=["m.pth"], system=load_system("lfpo"), family="f", temperature=300.0, seed=0, ensemble="nvt",
+                  n_steps=20, timestep_fs=1.0, record_every=5, friction_per_fs=0.01, abort_deviation=3.0,
+                  min_distance=0.8)
     with pytest.raises(SystemExit, match="differ in 'n_steps'"):
-        torchsim_md.check_shared(tasks)
+        torchsim_md.check_shared([task, dataclasses.replace(task, n_steps=2)])
+    with pytest.raises(SystemExit, match="runs nvt"):
+        torchsim_md.check_shared([dataclasses.replace(task, ensemble="npt")])
+    assert torchsim_md.check_shared([task, dataclasses.replace(task, temperature=900.0, seed=1)]) is task
 
 
 class FreeParticles(torch.nn.Module):

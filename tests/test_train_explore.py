@@ -11,7 +11,7 @@ from deepmd.infer.model_devi import calc_model_devi
 
 from lfpo_al.structures import BuildSpec
 from lfpo_al.errors import UserError
-from lfpo_al.explore.ase_md import fill_unscored
+from lfpo_al.explore.md_common import fill_unscored
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.explore.step import explore_step
 from lfpo_al.train.ensemble import count_frames, last_training_rmse, train_ensemble
@@ -110,10 +110,11 @@ def test_training_skips_finished_members(members, tiny_data, machine, load_syste
 def test_explore_writes_frames_and_deviation(members, machine, load_system, tmp_path):
     settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 0.5, "li_order": "random", "seed": 0,
                                "supercell": [1, 1, 1]}], n_steps=20, record_every=5)
-    summary = explore_step(settings, load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in members],
-                           tmp_path, machine)
-    (traj,) = summary["trajectories"]
-    assert traj["n_frames"] == 5 and traj["stop_reason"] is None and traj["family"] == "x0.50-random-s0-1x1x1"
+    exploration = explore_step(settings, load_system("lfpo"), BuildSpec(supercell=[1, 1, 1]),
+                               [m.frozen for m in members], tmp_path, machine)
+    (traj,) = exploration.trajectories
+    assert traj.n_frames == 5 and traj.stop_reason is None and traj.stop_step is None
+    assert traj.family == "x0.50-random-s0-1x1x1"
     frames = ase.io.read(tmp_path / "traj.000" / "frames.extxyz", index=":")
     devi = np.loadtxt(tmp_path / "traj.000" / "model_devi.out")
     assert len(frames) == 5 and devi.shape == (5, 8)
@@ -171,8 +172,8 @@ def test_fill_unscored_takes_the_larger_neighbour():
 def test_explore_stops_on_deviation(members, machine, load_system, tmp_path):
     settings = ExploreSettings(temperatures=[500.0], structures=[{"x": 1.0, "supercell": [1, 1, 1]}],
                                n_steps=20, record_every=5, abort_deviation=1e-6)
-    (traj,) = explore_step(settings, load_system("lfpo"), None, [m.frozen for m in members], tmp_path, machine)["trajectories"]
-    assert traj["n_frames"] == 1 and traj["stop_reason"].startswith("deviation")
+    (traj,) = explore_step(settings, load_system("lfpo"), None, [m.frozen for m in members], tmp_path, machine).trajectories
+    assert traj.n_frames == 1 and traj.stop_reason.startswith("deviation") and traj.stop_step == 0
 
 
 def test_a_model_with_more_elements_than_the_system_scores_by_its_own_type_map(machine, load_system, tmp_path):

@@ -1,14 +1,16 @@
 """Dynamics metrics on trajectories with known answers (programmed bond traces), then one real short
 teacher-versus-model run."""
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lfpo_al.analysis.synthetic import synthetic_trajectory
-from lfpo_al.validate.dynamics import compare_trajectories, pair_rdf, rate_ratio, summarise, wasserstein
+from lfpo_al.validate.dynamics import (DynamicsSummary, compare_trajectories, flip_ea_by_structure, pair_rdf,
+                                      rate_ratio, summarise, wasserstein)
 
 
 def programmed(system, polaron_moves=4, seed=0, n_frames=600):
@@ -58,7 +60,7 @@ def test_a_model_without_flips_is_slower_than_its_teacher_beyond_the_counting_no
     ratio = metrics["flip_rate_ratio"]
     assert (ratio["n_model"], ratio["n_teacher"], ratio["ratio"], ratio["low"]) == (0, 12, 0.0, 0.0)
     assert ratio["high"] < 0.5  # 0 against 12 flips: the interval excludes a rate even half the teacher's
-    assert summarise({"a": metrics})["flip_rate_ratio"] == 0.0
+    assert summarise({"a": metrics}).flip_rate_ratio == 0.0
 
 
 def test_two_seeds_give_the_teachers_own_spread(load_system):
@@ -159,17 +161,29 @@ def test_dynamics_targets_gate_convergence_only_when_set():
     from lfpo_al.validate.settings import ValidateSettings
 
     passed = {"valence_resolved": "pass", "m3_population": "pass", "flip_rate": "pass", "wasserstein": "pass"}
-    summary = {"m3_population_rel_error": 0.08, "wasserstein_ang": 0.004, "flip_rate_ratio": 0.8, "verdicts": passed}
+    stored = {"m3_population_rel_error": 0.08, "wasserstein_ang": 0.004, "flip_rate_ratio": 0.8, "verdicts": passed}
+    summary = DynamicsSummary.from_record(stored)
     assert ValidateSettings().dynamics_converged(None)  # no targets: nothing to hold
     strict = ValidateSettings(target_m3_population_rel_error=0.1, target_wasserstein_ang=0.005, target_flip_rate_ratio=1.3)
-    assert strict.dynamics_converged(summary)
+    assert strict.dynamics_converged(summary) and strict.dynamics_converged(stored)  # as recorded, too
     for key in passed:  # an inconclusive check is not agreement
         for other in ("inconclusive", "fail", "unmeasurable"):
-            assert not strict.dynamics_converged({**summary, "verdicts": {**passed, key: other}})
-    assert not strict.dynamics_converged({**summary, "verdicts": {}})
+            assert not strict.dynamics_converged(replace(summary, verdicts={**passed, key: other}))
+    assert not strict.dynamics_converged(replace(summary, verdicts={}))
     assert not strict.dynamics_converged(None)
     only_m3 = ValidateSettings(target_m3_population_rel_error=0.1)
-    assert only_m3.dynamics_converged({**summary, "verdicts": {**passed, "flip_rate": "inconclusive"}})
+    assert only_m3.dynamics_converged(replace(summary, verdicts={**passed, "flip_rate": "inconclusive"}))
+
+
+def test_targets_are_the_verdicts_tolerances_and_unset_ones_fall_back_to_the_defaults():
+    from lfpo_al.distill.settings import GateSettings
+    from lfpo_al.validate.equivalence import Tolerances
+    from lfpo_al.validate.settings import ValidateSettings
+
+    assert ValidateSettings().targets() == Tolerances(None, None, None, None)
+    assert ValidateSettings(target_wasserstein_ang=0.005).targets().or_defaults() == Tolerances(wasserstein_ang=0.005)
+    assert Tolerances() == Tolerances(m3_rel=0.10, centre_ang=0.01, rate_factor=1.5, wasserstein_ang=None)
+    assert GateSettings().targets() == Tolerances(m3_rel=0.10, centre_ang=None, rate_factor=1.3, wasserstein_ang=0.005)
 
 
 def test_a_users_aimd_becomes_the_teacher_side(load_system, tmp_path):
@@ -202,13 +216,37 @@ def test_the_worst_w1_is_shown_with_its_own_cells_teacher_noise():
     row = {"m3_population_rel_error": 0.1, "flip_rate_ratio": {"ratio": 1.0}}
     summary = summarise({"random": {**row, "wasserstein_ang": 0.003, "wasserstein_teacher_seeds_ang": 0.011},
                          "planes_c": {**row, "wasserstein_ang": 0.0125, "wasserstein_teacher_seeds_ang": 0.0056}})
-    assert summary["wasserstein_ang"] == 0.0125 and summary["wasserstein_teacher_seeds_ang"] == 0.011
-    assert summary["wasserstein_worst_cell_teacher_seeds_ang"] == 0.0056
+    assert summary.wasserstein_ang == 0.0125 and summary.wasserstein_teacher_seeds_ang == 0.011
+    assert summary.wasserstein_worst_cell_teacher_seeds_ang == summary.noise_of_worst_cell_ang == 0.0056
+
+
+def test_the_stored_summary_keeps_its_keys_their_order_and_values():
+    """``metrics.json`` and ``record.jsonl`` hold ``asdict`` of the summary: byte for byte what the dict was."""
+    verdicts = {"flip_rate": {"verdict": "pass"}, "wasserstein": {"verdict": "inconclusive"}}
+    row = {"m3_population_rel_error": 0.1, "flip_rate_ratio": {"ratio": 0.8}, "verdicts": verdicts}
+    summary = summarise({"random": {**row, "wasserstein_ang": 0.003, "wasserstein_teacher_seeds_ang": 0.011},
+                         "planes_c": {**row, "m3_population_rel_error": 0.2, "flip_rate_ratio": {"ratio": 1.1},
+                                      "wasserstein_ang": 0.0125, "wasserstein_teacher_seeds_ang": 0.0056}})
+    expected = {"m3_population_rel_error": 0.2, "wasserstein_ang": 0.0125, "wasserstein_teacher_seeds_ang": 0.011,
+                "wasserstein_worst_cell_teacher_seeds_ang": 0.0056, "flip_rate_ratio": 0.8, "flip_ea": {},
+                "verdicts": {"flip_rate": "pass", "wasserstein": "inconclusive"}, "n_structures": 2}
+    assert json.dumps(asdict(summary), indent=2) == json.dumps(expected, indent=2)
+    assert DynamicsSummary.from_record(json.loads(json.dumps(asdict(summary)))) == summary
+
+
+def test_an_older_record_reads_back_with_its_missing_keys_empty():
+    """Records before the worst cell's own noise: the largest teacher noise stands in for it."""
+    old = {"m3_population_rel_error": 0.1, "wasserstein_ang": 0.006, "wasserstein_teacher_seeds_ang": 0.005,
+           "flip_rate_ratio": 1.2, "n_structures": 1}
+    summary = DynamicsSummary.from_record(old)
+    assert summary.wasserstein_worst_cell_teacher_seeds_ang is None and summary.noise_of_worst_cell_ang == 0.005
+    assert summary.flip_ea == {} and summary.verdicts == {} and summary.n_structures == 1
+    assert DynamicsSummary.from_record({}).noise_of_worst_cell_ang is None
+    assert DynamicsSummary.from_record(None) is None and DynamicsSummary.from_record("damaged") is None
 
 
 def test_flip_ea_of_model_and_teacher_compared_by_equivalence_over_three_temperatures():
     from lfpo_al.analysis.rates import KB_EV
-    from lfpo_al.validate.equivalence import flip_ea_by_structure
 
     def cases(ea_model, exposure, resolved=True):
         out = {}
@@ -230,4 +268,4 @@ def test_flip_ea_of_model_and_teacher_compared_by_equivalence_over_three_tempera
     two = {k: v for k, v in cases(0.10, 20000.0).items() if not k.endswith("T700")}
     assert flip_ea_by_structure(two, 0.03) == {}  # two temperatures: no Ea check at all
     summary = summarise(cases(0.20, 20000.0))
-    assert summary["verdicts"]["flip_ea"] == "fail" and summary["flip_ea"]["d0.x0.50-random"]["value"] > 0.05
+    assert summary.verdicts["flip_ea"] == "fail" and summary.flip_ea["d0.x0.50-random"]["value"] > 0.05

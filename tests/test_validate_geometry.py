@@ -19,8 +19,8 @@ def polaron_cell(load_system):
 def test_relaxed_reference_compares_bonds_and_valence(polaron_cell):
     system, cell = polaron_cell
     result = compare_geometry([cell], [cell.copy()], system)
-    assert result["valence_agreement"] == 1.0
-    assert result["mean_mo_bond_error_ang"] == pytest.approx(0.0, abs=1e-9)
+    assert result.valence_agreement == 1.0
+    assert result.mean_mo_bond_error_ang == pytest.approx(0.0, abs=1e-9)
 
 
 def test_moments_reference_compares_valence_only(polaron_cell):
@@ -29,7 +29,7 @@ def test_moments_reference_compares_valence_only(polaron_cell):
     intended = cell.arrays["valence"].copy()
     reference.new_array(TEACHER_VALENCE, intended)
     same = compare_geometry([cell], [reference], system)
-    assert same["valence_agreement"] == 1.0 and same["mean_mo_bond_error_ang"] is None
+    assert same.valence_agreement == 1.0 and same.mean_mo_bond_error_ang is None
 
     # the teacher put one hole elsewhere: two of the four Fe disagree with the model's geometry
     metal = np.flatnonzero(np.array(cell.get_chemical_symbols()) == system.metal)
@@ -39,8 +39,8 @@ def test_moments_reference_compares_valence_only(polaron_cell):
     moved[oxidised], moved[reduced] = 2, 3
     reference.arrays[TEACHER_VALENCE] = moved
     result = compare_geometry([cell], [reference], system)
-    assert result["valence_agreement"] == pytest.approx(1 - 2 / len(metal))
-    assert result["structures"][0]["n_oxidised_teacher"] == int(np.sum(geometric == 3))
+    assert result.valence_agreement == pytest.approx(1 - 2 / len(metal))
+    assert result.structures[0]["n_oxidised_teacher"] == int(np.sum(geometric == 3))
 
 
 def test_reference_follows_teacher_cost():

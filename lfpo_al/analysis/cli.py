@@ -84,11 +84,9 @@ def _sources(settings: AnalysisSettings, cfg: DictConfig, system, mode: str, run
 
 def production_driver(settings: AnalysisSettings, runs_dir: Path, run_name: str | None) -> Path | None:
     """The distilled student that drives the production MD, if ``analysis.student`` takes one."""
-    from lfpo_al.distill.cli import passed_student
-
     if settings.student is False:
         return None
-    student = passed_student(RunLayout.of(runs_dir, run_name)) if run_name else None
+    student = RunLayout.of(runs_dir, run_name).passed_student() if run_name else None
     if student is None and settings.student is True:
         raise UserError(f"analysis.student=true but run {run_name!r} has no distilled student that passed its gate; "
                         "run `python -m lfpo_al distill run_name=NAME` first or set analysis.student=auto")

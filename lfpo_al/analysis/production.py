@@ -9,7 +9,6 @@ deviation so large that nothing stops; the deviation of every recorded frame is 
 from __future__ import annotations
 
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,13 +59,12 @@ def model_paths(settings: AnalysisSettings, runs_dir: Path) -> list[Path]:
 
 def calibrated_trust(run_dir: Path) -> float | None:
     """``calibration.trust_hi`` of the run's last validated iteration, if any."""
+    from lfpo_al.validate.step import recorded_calibration
+
     for metrics in RunLayout(Path(run_dir)).validation_metrics():
-        try:
-            value = json.loads(metrics.read_text()).get("calibration", {}).get("trust_hi")
-        except (OSError, json.JSONDecodeError):
-            continue
-        if value is not None:
-            return float(value)
+        calibration = recorded_calibration(metrics)
+        if calibration is not None and calibration.trust_hi is not None:
+            return float(calibration.trust_hi)
     return None
 
 
@@ -102,19 +100,19 @@ def run_production(settings: AnalysisSettings, explore: ExploreSettings, system,
     md = production_explore_settings(settings, explore)
     log.info("production MD: %d trajectories of %d structures, %d steps each, %d model(s)",
              md.n_trajectories, len(md.structures), md.n_steps, len(models))
-    summary = explore_step(md, system, build_defaults, models, Path(work_dir), machine, driver=driver)
+    exploration = explore_step(md, system, build_defaults, models, Path(work_dir), machine, driver=driver)
     sources = []
-    for entry in summary["trajectories"]:
-        path = Path(work_dir) / entry["dir"] / "frames.extxyz"
-        if not path.is_file() or entry.get("n_frames", 0) < 2:
-            log.warning("production MD %s (%s, %g K) left no trajectory: %s", entry["dir"], entry["family"],
-                        entry["temperature"], entry.get("stop_reason"))
+    for entry in exploration.trajectories:
+        path = Path(work_dir) / entry.dir / "frames.extxyz"
+        if not path.is_file() or (entry.n_frames or 0) < 2:
+            log.warning("production MD %s (%s, %g K) left no trajectory: %s", entry.dir, entry.family,
+                        entry.temperature, entry.stop_reason)
             continue
-        if entry.get("stop_reason"):
-            log.warning("production MD %s stopped early: %s", entry["dir"], entry["stop_reason"])
+        if entry.stop_reason:
+            log.warning("production MD %s stopped early: %s", entry.dir, entry.stop_reason)
         sources.append(TrajectorySource(
-            path=path, temperature=float(entry["temperature"]),
-            name=f"{entry['family']}-{entry['temperature']:g}K",
+            path=path, temperature=float(entry.temperature),
+            name=f"{entry.family}-{entry.temperature:g}K",
             frame_interval_fs=settings.md_timestep_fs * settings.md_record_every, has_ensemble=len(models) > 1))
     if not sources:
         raise UserError(f"production MD in {work_dir} produced no trajectory; see the task.err files there")

@@ -16,10 +16,9 @@ from lfpo_al import atomic
 from lfpo_al.config import instantiate_group, make_settings, to_plain
 from lfpo_al.distill.gate import gate_checks
 from lfpo_al.distill.settings import DistillSettings
-from lfpo_al.distill.step import (DistillLayout, eval_ms, heldout_errors, label_trajectories, run_dynamics,
-                                  teacher_md, train_student)
+from lfpo_al.distill.step import eval_ms, heldout_errors, label_trajectories, run_dynamics, teacher_md, train_student
 from lfpo_al.errors import UserError
-from lfpo_al.layout import RunLayout
+from lfpo_al.layout import REPORT_PASSED, DistillLayout, RunLayout
 from lfpo_al.loop.data import deepmd_systems
 from lfpo_al.loop.state import RunState
 from lfpo_al.structures.builder import BuildSpec
@@ -42,18 +41,6 @@ def teacher_model(settings: DistillSettings, run: RunLayout) -> Path:
     return models[0].resolve()
 
 
-def passed_student(run: RunLayout) -> Path | None:
-    """The run's distilled student if its gate passed, else None."""
-    layout = DistillLayout(run.distill)
-    if not (layout.report.is_file() and layout.student.is_file()):
-        return None
-    try:
-        report = json.loads(layout.report.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{layout.report} is damaged ({exc}); rerun `python -m lfpo_al distill` to rewrite it") from None
-    return layout.student if report.get("passed") else None
-
-
 def distill_command(cfg: DictConfig) -> int:
     settings: DistillSettings = instantiate_group(cfg, "distill")
     settings.check_runnable()
@@ -67,7 +54,7 @@ def distill_command(cfg: DictConfig) -> int:
                                 smoothing_fs=settings.smoothing_fs)
     run = RunLayout.of(cfg.runs_dir, cfg.run_name)
     teacher = teacher_model(settings, run)
-    layout = DistillLayout(run.distill)
+    layout = run.distill_layout
     from lfpo_al.validate.reference import dynamics_cases
 
     cases = dynamics_cases(dynamics, system, build_defaults, layout.dynamics)  # checked before any work
@@ -104,7 +91,7 @@ def distill(settings, system, explore, build_defaults, machine, teacher: Path, l
         "n_train_frames": count_frames(deepmd_systems(layout.train_data)),
         "heldout": errors, "dynamics": per_case, "eval_ms_per_frame": speed,
         "speedup_vs_teacher": {k: round(speed["teacher"] / v, 2) for k, v in speed.items() if k != "teacher"},
-        "eval_atoms": len(start), "checks": checks, "passed": all(c["passed"] for c in checks),
+        "eval_atoms": len(start), "checks": checks, REPORT_PASSED: all(c["passed"] for c in checks),
     }
     atomic.copy_file(student, layout.student)
     atomic.write_text(layout.report, json.dumps(report, indent=2, default=float))
@@ -120,6 +107,6 @@ def print_report(report: dict, layout: DistillLayout) -> None:
     for c in report["checks"]:
         print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['check']}: {c['value']} (limit {c['limit']})"
               + (f" [{c['note']}]" if c.get("note") else ""))
-    verdict = ("passed: `analyze` drives production MD with it" if report["passed"] else
+    verdict = ("passed: `analyze` drives production MD with it" if report[REPORT_PASSED] else
                "FAILED: `analyze` keeps the fine-tuned model (see the checks above)")
     print(f"gate {verdict}; report {layout.report}, figure {layout.root / 'dynamics.png'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lfpo_al.distill.settings import GateSettings
+from lfpo_al.validate.dynamics import VERDICTS_KEY
 
 
 def _check(name: str, value, limit, passed: bool, note: str = "") -> dict:
@@ -27,6 +28,6 @@ def gate_checks(errors: dict, dynamics: dict[str, dict], gate: GateSettings, use
               _check("energy_rmse_mev_per_atom", round(e, 3), gate.max_energy_rmse_mev_per_atom,
                      e <= gate.max_energy_rmse_mev_per_atom)]
     for case, m in dynamics.items():
-        verdicts = m.get("verdicts") or {}
+        verdicts = m.get(VERDICTS_KEY) or {}
         checks += [verdict_check(f"{case}: {key}", verdicts.get(key)) for key in VERDICT_CHECKS]
     return checks

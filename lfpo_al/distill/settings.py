@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lfpo_al.errors import UserError
+
+if TYPE_CHECKING:  # it imports scipy: loaded where the gate is checked, not with the settings
+    from lfpo_al.validate.equivalence import Tolerances
 
 STUDENT_DESCRIPTORS = ("se_e2_a", "se_atten_v2")  # the types ``dp compress`` tabulates (se_atten_v2 with attn_layer 0)
 
@@ -26,9 +30,12 @@ class GateSettings:
     max_m3_rel_error: float = 0.10
     flip_rate_ratio: float = 1.3
 
-    def targets(self) -> dict:
-        return {"m3_rel": self.max_m3_rel_error, "centre_ang": None, "rate_factor": self.flip_rate_ratio,
-                "wasserstein_ang": self.max_wasserstein_ang}
+    def targets(self) -> Tolerances:
+        """The gate's limits as the verdicts' tolerances; the basin centres are not gated."""
+        from lfpo_al.validate.equivalence import Tolerances
+
+        return Tolerances(m3_rel=self.max_m3_rel_error, centre_ang=None, rate_factor=self.flip_rate_ratio,
+                          wasserstein_ang=self.max_wasserstein_ang)
 
     def __post_init__(self) -> None:
         for name in ("max_force_rmse_ev_per_ang", "max_energy_rmse_mev_per_atom", "max_wasserstein_ang",

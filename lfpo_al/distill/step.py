@@ -32,25 +32,13 @@ from lfpo_al.distill.settings import DistillSettings
 from lfpo_al.distill.student_task import COMPRESSED, FROZEN
 from lfpo_al.errors import UserError
 from lfpo_al.explore.settings import ExploreSettings
+from lfpo_al.layout import DistillLayout
 from lfpo_al.structures.builder import BuildSpec
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.validate.md import DynamicsCase, run_cases
 
 log = logging.getLogger(__name__)
 NO_ABORT = 1.0e6  # one model: its deviation is zero; never stop the teacher's MD on it
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillLayout:
-    root: Path
-
-    md = property(lambda self: self.root / "md")
-    train_data = property(lambda self: self.root / "data" / "train")
-    heldout_data = property(lambda self: self.root / "data" / "heldout")
-    student_dir = property(lambda self: self.root / "student")
-    dynamics = property(lambda self: self.root / "dynamics")
-    report = property(lambda self: self.root / "report.json")
-    student = property(lambda self: self.root / "student.pth")
 
 
 def student_input(settings: DistillSettings, type_map: list[str], systems: list[Path]) -> dict:
@@ -79,13 +67,13 @@ def teacher_md(settings: DistillSettings, explore: ExploreSettings, system: Oliv
     md = dataclasses.replace(explore, temperatures=[float(t) for t in settings.md_temperatures],
                              structures=[dict(s) for s in settings.md_structures], n_steps=settings.md_steps,
                              record_every=settings.md_record_every, abort_deviation=NO_ABORT, seed=settings.md_seed)
-    summary = explore_step(md, system, build_defaults, [teacher], layout.md, machine)
+    exploration = explore_step(md, system, build_defaults, [teacher], layout.md, machine)
     trajectories = []
-    for entry in summary["trajectories"]:
-        path = layout.md / entry["dir"] / "frames.extxyz"
-        if entry.get("stop_reason"):
-            log.warning("distill MD %s (%s, %g K) stopped early: %s", entry["dir"], entry["family"],
-                        entry["temperature"], entry["stop_reason"])
+    for entry in exploration.trajectories:
+        path = layout.md / entry.dir / "frames.extxyz"
+        if entry.stop_reason:
+            log.warning("distill MD %s (%s, %g K) stopped early: %s", entry.dir, entry.family,
+                        entry.temperature, entry.stop_reason)
         if path.is_file():
             trajectories.append(ase.io.read(path, index=":"))
     if not trajectories:
@@ -171,6 +159,6 @@ def heldout_errors(teacher: Path, models: dict[str, Path], cases: list[DynamicsC
     out = {}
     for name, path in models.items():
         table = error_table(predict([DeepPot(str(path))], systems))
-        out[name] = {k: table[k] for k in ("energy_rmse_mev_per_atom", "force_rmse_ev_per_ang")}
+        out[name] = table.headline()
     out["n_frames"] = sum(len(s) for s in systems)
     return out

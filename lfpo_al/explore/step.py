@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.dispatch import MachineSettings, TaskSpec, run_tasks
+from lfpo_al.explore.md_task import RESULT_FILE, MDResult, MDTask
+from lfpo_al.explore.result import ExplorationResult, TrajectoryResult
 from lfpo_al.explore.settings import ExploreSettings
 from lfpo_al.structures.builder import BuildSpec, build_specs, build_structure, write_structure
 from lfpo_al.structures.system import OlivineSystem
@@ -26,20 +26,6 @@ def family_name(spec: BuildSpec) -> str:
     if spec.li_order == "random":
         name += f"-s{spec.seed}"
     return name + "-" + "x".join(map(str, spec.supercell))
-
-
-RESUME_KEYS = ("family", "temperature", "seed", "driver", "models", "n_steps", "timestep_fs", "record_every",
-               "score_every")  # what makes a finished trajectory the one asked for
-
-
-def changed_keys(task_dir: Path, task: dict) -> list[str]:
-    """Keys of ``RESUME_KEYS`` where the finished task in ``task_dir`` differs from ``task`` (keys an
-    older task.json lacks are not compared)."""
-    try:
-        done = json.loads((task_dir / "task.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    return [k for k in RESUME_KEYS if k in done and done[k] != task[k]]
 
 
 def balanced_batches(n_atoms: list[int], per_process: int) -> list[int]:
@@ -75,6 +61,16 @@ def md_tasks(settings: ExploreSettings, pending: list[tuple[str, int]]) -> list[
             for batch, members in batches.items()]
 
 
+def trajectory_result(work_dir: Path, rel: str, family: str, temperature: float) -> TrajectoryResult:
+    """A task folder's ``result.json`` as a summary entry; a task that wrote none failed (its error's tail)."""
+    task_dir = work_dir / rel
+    if (task_dir / RESULT_FILE).is_file():
+        return TrajectoryResult(dir=rel, family=family, temperature=temperature, **asdict(MDResult.read(task_dir)))
+    err = work_dir / rel.split("/")[0] / "task.err"
+    return TrajectoryResult(dir=rel, family=family, temperature=temperature, n_frames=0,
+                            stop_reason=f"MD task failed: {err.read_text()[-300:] if err.is_file() else 'no output'}")
+
+
 def explore_step(
     settings: ExploreSettings,
     system: OlivineSystem,
@@ -84,8 +80,8 @@ def explore_step(
     machine: MachineSettings,
     iteration: int = 0,
     driver: Path | None = None,
-) -> dict:
-    """Run (or resume) the MD matrix in ``work_dir``; writes and returns ``summary.json``.
+) -> ExplorationResult:
+    """Run (or resume) the MD matrix in ``work_dir``; writes ``summary.json`` and returns what it holds.
 
     ``driver``: a model that drives the MD instead of ``models[0]`` (a distilled student); ``models``
     then all score the deviation of every recorded frame."""
@@ -107,25 +103,25 @@ def explore_step(
         # replicas advanced by one process share a batch folder, fixed by the matrix and the batch size
         rel = name if per_process == 1 else f"batch.{batch_of[index]:03d}/{name}"
         task_dir = work_dir / rel
-        entries.append({"dir": rel, "family": family, "temperature": float(temperature)})
-        task = {
-            "models": [str(Path(m).resolve()) for m in models],
-            "driver": None if driver is None else str(Path(driver).resolve()),
-            "system": dataclasses.asdict(system),
-            "family": family,
-            "temperature": float(temperature),
-            "seed": settings.seed + 1000 * iteration + index,
+        entries.append((rel, family, float(temperature)))
+        task = MDTask(
+            models=[str(Path(m).resolve()) for m in models],
+            driver=None if driver is None else str(Path(driver).resolve()),
+            system=system,
+            family=family,
+            temperature=float(temperature),
+            seed=settings.seed + 1000 * iteration + index,
             **{k: getattr(settings, k) for k in (
                 "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
                 "abort_deviation", "min_distance", "score_every")},
-        }
-        if (task_dir / "result.json").is_file():
-            if differs := changed_keys(task_dir, task):
+        )
+        if (task_dir / RESULT_FILE).is_file():
+            if differs := task.changed_keys(task_dir):
                 stale.append(f"{rel} ({', '.join(differs)})")
         else:
             task_dir.mkdir(parents=True, exist_ok=True)
             write_structure(start, task_dir / "start.extxyz")
-            atomic.write_text(task_dir / "task.json", json.dumps(task, indent=2))
+            task.write(task_dir)
             pending.append((rel, len(start)))
     if stale:
         raise UserError(f"{work_dir} holds finished MD of other settings: {'; '.join(stale[:3])}"
@@ -133,13 +129,7 @@ def explore_step(
     if pending:
         log.info("exploring %d trajectories (%d steps each) in %s", len(pending), settings.n_steps, work_dir)
         run_tasks(machine, work_dir, md_tasks(settings, pending))
-    for entry in entries:
-        result_path = work_dir / entry["dir"] / "result.json"
-        if result_path.is_file():
-            entry.update(json.loads(result_path.read_text()))
-        else:
-            err = work_dir / entry["dir"].split("/")[0] / "task.err"
-            entry.update(n_frames=0, stop_reason=f"MD task failed: {err.read_text()[-300:] if err.is_file() else 'no output'}")
-    summary = {"engine": settings.engine, "trajectories": entries}
-    atomic.write_text(work_dir / "summary.json", json.dumps(summary, indent=2))
-    return summary
+    exploration = ExplorationResult(engine=settings.engine, trajectories=[
+        trajectory_result(work_dir, rel, family, temperature) for rel, family, temperature in entries])
+    exploration.write(work_dir)
+    return exploration

@@ -23,8 +23,8 @@ from ase import Atoms, units
 from ase.data import chemical_symbols
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-from lfpo_al.explore.ase_md import DEVI_HEADER, annotate, fill_unscored, stop_reason_of, write_outputs
-from lfpo_al.structures.system import OlivineSystem
+from lfpo_al.explore.md_common import DEVI_HEADER, Stop, annotate, fill_unscored, stop_at, write_outputs
+from lfpo_al.explore.md_task import MDResult, MDTask
 from lfpo_al.torchscript import use_simple_executor
 
 SHARED_KEYS = ("models", "driver", "system", "ensemble", "n_steps", "timestep_fs", "record_every", "score_every")
@@ -149,45 +149,46 @@ class BatchLangevin:
         self.state, self.kT, self.gamma = self.state[slots], self.kT[slots], self.gamma[slots]
 
 
-def check_shared(tasks: list[dict]) -> dict:
+def check_shared(tasks: list[MDTask]) -> MDTask:
     """The settings every replica of a batch must share; a one-line error names the first that differs."""
+    records = [task.record() for task in tasks]
     for key in SHARED_KEYS:
-        values = {json.dumps(t.get(key), sort_keys=True) for t in tasks}
+        values = {json.dumps(record[key], sort_keys=True) for record in records}
         if len(values) > 1:
             raise SystemExit(f"the replicas of one batch differ in {key!r}; a batch shares {', '.join(SHARED_KEYS)}")
-    if tasks[0]["ensemble"] != "nvt":
-        raise SystemExit(f"ensemble {tasks[0]['ensemble']!r}: the torch-sim engine runs nvt (Langevin) only")
+    if tasks[0].ensemble != "nvt":
+        raise SystemExit(f"ensemble {tasks[0].ensemble!r}: the torch-sim engine runs nvt (Langevin) only")
     return tasks[0]
 
 
-def run_batch(batch_dir: Path, names: list[str]) -> list[dict]:
+def run_batch(batch_dir: Path, names: list[str]) -> list[MDResult]:
     use_simple_executor()
     dirs = [batch_dir / name for name in names]
-    tasks = [json.loads((d / "task.json").read_text()) for d in dirs]
+    tasks = [MDTask.read(d) for d in dirs]
     shared = check_shared(tasks)
-    system = OlivineSystem(**shared["system"])
+    system = shared.system
     starts = [ase.io.read(d / "start.extxyz") for d in dirs]
     # deepmd splits an evaluation above this many atoms; a batch is meant to be one call per size
     os.environ.setdefault("DP_INFER_BATCH_SIZE", str(max(1024, sum(len(a) for a in starts))))
-    driving_member = not shared.get("driver")
-    model = DeepmdModel(shared.get("driver") or shared["models"][0])
+    driving_member = not shared.driver
+    model = DeepmdModel(shared.driver or shared.models[0])
     from deepmd.infer import DeepPot
 
-    members = [DeepPot(path) for path in shared["models"][1 if driving_member else 0:]]
+    members = [DeepPot(path) for path in shared.models[1 if driving_member else 0:]]
     for atoms, task in zip(starts, tasks):  # each replica's start velocities from its own seed, as ase_md draws them
-        MaxwellBoltzmannDistribution(atoms, temperature_K=task["temperature"], rng=np.random.default_rng(task["seed"]))
-    torch.manual_seed(tasks[0]["seed"])  # the batch's Langevin noise
-    md = BatchLangevin(model, starts, [t["temperature"] for t in tasks], [t["friction_per_fs"] for t in tasks],
-                       shared["timestep_fs"])
+        MaxwellBoltzmannDistribution(atoms, temperature_K=task.temperature, rng=np.random.default_rng(task.seed))
+    torch.manual_seed(tasks[0].seed)  # the batch's Langevin noise
+    md = BatchLangevin(model, starts, [t.temperature for t in tasks], [t.friction_per_fs for t in tasks],
+                       shared.timestep_fs)
 
     active = list(range(len(tasks)))  # replica numbers still running, in the state's order
     frames_of: list[list[Atoms]] = [[] for _ in tasks]
     rows_of: list[list] = [[] for _ in tasks]
-    results: list[dict | None] = [None] * len(tasks)
-    start, step, every = time.perf_counter(), 0, int(shared.get("score_every", 1))
+    results: list[MDResult | None] = [None] * len(tasks)
+    start, step, every = time.perf_counter(), 0, shared.score_every
 
-    def record(last: bool) -> dict[int, str | None]:
-        """Record every active replica's frame; returns the slots that stop here with their reasons.
+    def record(last: bool) -> dict[int, Stop | None]:
+        """Record every active replica's frame; returns the slots that stop here (None: the run's end).
         Frames are scored on schedule; a replica that stops (or the run's end) is always scored."""
         batch = model.frames(md.state)
         on_schedule = last or len(frames_of[active[0]]) % every == 0
@@ -198,8 +199,8 @@ def run_batch(batch_dir: Path, names: list[str]) -> list[dict]:
             frame.set_momenta(md.state.momenta[batch.atoms_of([slot])].cpu().numpy())
             annotate(frame, system, tasks[replica], step)
             frames.append(frame)
-        stops = {} if on_schedule else {slot: reason for slot, frame in enumerate(frames)
-                                         if (reason := stop_reason_of(frame, None, tasks[active[slot]]))}
+        stops = {} if on_schedule else {slot: stop for slot, frame in enumerate(frames)
+                                         if (stop := stop_at(frame, None, tasks[active[slot]]))}
         to_score = np.arange(len(active)) if on_schedule else np.array(sorted(stops), dtype=int)
         rows = {}
         for group in size_groups(batch.n_atoms[to_score]):
@@ -211,26 +212,26 @@ def run_batch(batch_dir: Path, names: list[str]) -> list[dict]:
             frames_of[replica].append(frames[slot])
             rows_of[replica].append(rows.get(slot))
             if slot in rows and (on_schedule or slot not in stops):
-                reason = stop_reason_of(frames[slot], rows[slot], tasks[replica])
-                if reason or last:
-                    stops[slot] = reason
+                stop = stop_at(frames[slot], rows[slot], tasks[replica])
+                if stop or last:
+                    stops[slot] = stop
         return stops
 
     stops = record(last=False)
     while True:
-        for slot, reason in stops.items():
+        for slot, stop in stops.items():
             replica = active[slot]
             results[replica] = write_outputs(dirs[replica], frames_of[replica], fill_unscored(rows_of[replica]),
-                                             DEVI_HEADER, step, reason, time.perf_counter() - start)
+                                             DEVI_HEADER, step, stop, time.perf_counter() - start)
         if stops:
             keep = [slot for slot in range(len(active)) if slot not in stops]
             active = [active[slot] for slot in keep]
             if not active:
                 break
             md.keep(keep)
-        md.run(shared["record_every"])
-        step += shared["record_every"]
-        stops = record(last=step >= shared["n_steps"])
+        md.run(shared.record_every)
+        step += shared.record_every
+        stops = record(last=step >= shared.n_steps)
     return results
 
 

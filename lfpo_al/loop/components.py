@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -15,6 +16,7 @@ from lfpo_al.selection.settings import SelectionSettings
 from lfpo_al.structures.builder import BuildSpec, check_buildable
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.tracking import TrackingSettings
+from lfpo_al.train.pretrained import resolve_pretrained
 from lfpo_al.train.settings import ModelSettings
 from lfpo_al.validate.settings import ValidateSettings
 
@@ -31,9 +33,11 @@ class Components:
     tracking: TrackingSettings
     build_defaults: BuildSpec
     loop: LoopSettings
+    pretrained: Path | None = None  # the checkpoint model.pretrained names, resolved and checked once
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> "Components":
+    def from_config(cls, cfg: DictConfig, resolve_model: bool = False) -> "Components":
+        """``resolve_model``: find and check ``model.pretrained`` too (a plan is made without it)."""
         comp = cls(
             system=instantiate_group(cfg, "system"),
             model=instantiate_group(cfg, "model"),
@@ -53,4 +57,6 @@ class Components:
             check_buildable(comp.system, structures, comp.build_defaults, section)
         comp.labeler.attach_profile(comp.machine.profiles)
         comp.validate.check_dynamics_teacher(comp.labeler.core_seconds_per_atom)
+        if resolve_model:
+            comp.pretrained = resolve_pretrained(comp.model.pretrained, comp.model.head)
         return comp

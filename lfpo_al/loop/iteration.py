@@ -1,26 +1,34 @@
-"""One active-learning iteration: train -> explore -> select -> label -> validate.
+"""The real steps of an active-learning iteration: train -> explore -> select -> label -> validate.
 
-Each step reads the previous step's files, writes its own folder, and is recorded in ``record.jsonl``
-when done; a recorded step is skipped on resume (label tasks are skipped one by one inside ``label``).
+Each step reads the previous step's files, writes its own folder and returns its typed outcome; the loop
+(``lfpo_al.loop.active_learning``) records it and skips a recorded step on resume (label tasks are also
+skipped one by one inside ``label``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import ase.io
-
+from lfpo_al import atomic
 from lfpo_al.explore.step import explore_step
 from lfpo_al.layout import RunLayout
 from lfpo_al.label.driver import label_frames
 from lfpo_al.loop.components import Components
 from lfpo_al.loop.data import check_deepmd_systems, deepmd_systems
-from lfpo_al.loop.outcomes import ExploreOutcome, IterationRow, LabelOutcome, SelectOutcome, TrainOutcome, ValidateOutcome
-from lfpo_al.loop.state import RunState
-from lfpo_al.selection.calibration import calibrate_for
+from lfpo_al.loop.outcomes import (
+    ExploreOutcome,
+    FinalOutcome,
+    IterationRow,
+    LabelOutcome,
+    SelectOutcome,
+    TrainOutcome,
+    ValidateOutcome,
+)
+from lfpo_al.selection.calibration import Calibration, calibrate_for
+from lfpo_al.selection.report import SelectionReport
 from lfpo_al.selection.step import select_step
 from lfpo_al.selection.teacher_failures import run_record
 from lfpo_al.train.ensemble import Member, train_ensemble
@@ -55,71 +63,68 @@ class RunData:
         return [Member(i, self.step_dir(k, "train") / f"member.{i:03d}") for i in range(n)]
 
 
-def run_step(state: RunState, k: int, step: str, fn, tracker=None) -> dict:
-    """Run ``fn`` unless the record says this step is done; record its outputs and wall time."""
-    rec = state.done(k, step)
-    if rec is not None:
-        log.info("iter %d %s: done earlier, skipped", k, step)
-        return rec.get("outputs", {})
-    start = time.perf_counter()
-    log.info("iter %d %s ...", k, step)
-    outputs = fn()
-    wall = round(time.perf_counter() - start, 1)
-    state.append(k, step, "done", outputs=outputs, wall_s=wall)
-    if tracker is not None and k >= 0:
-        tracker.log({f"time/{step}_s": wall}, step=k)
-    elif tracker is not None:
-        tracker.summary({f"time/{step}_s": wall})
-    return outputs
+class RunSteps:
+    """The real steps of an iteration (:class:`lfpo_al.loop.active_learning.IterationSteps`) on the
+    components and the run's data; each returns its outcome, typed."""
 
+    def __init__(self, comp: Components, data: RunData, tracker=None, run_name: str = ""):
+        self.comp, self.data, self.tracker, self.run_name = comp, data, tracker, run_name
 
-def run_iteration(k: int, comp: Components, data: RunData, state: RunState, labels_left: int, calibration: dict | None,
-                  tracker=None) -> IterationRow:
-    n = comp.model.n_members
+    def models(self, k: int) -> list[Path]:
+        # from the layout, not the record: a moved run folder finds its own
+        return [m.frozen for m in self.data.members(k, self.comp.model.n_members)]
 
-    def train():
+    def train(self, k: int) -> TrainOutcome:
+        comp, data = self.comp, self.data
         systems = deepmd_systems(data.init_data) + [s for j in range(k) for s in deepmd_systems(data.label_data(j))]
         check_deepmd_systems(systems)
         continue_members = k > 0 and not comp.model.from_pretrained_each_iteration
-        previous = data.members(k - 1, n) if continue_members else None
-        members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"), comp.machine.for_step("train"),
-                                 data.pretrained, previous=previous)
-        return asdict(TrainOutcome(models=[str(m.frozen) for m in members], n_train_systems=len(systems)))
+        previous = data.members(k - 1, comp.model.n_members) if continue_members else None
+        members = train_ensemble(comp.model, comp.system.type_map, systems, data.step_dir(k, "train"),
+                                 comp.machine.for_step("train"), data.pretrained, previous=previous)
+        return TrainOutcome(models=[str(m.frozen) for m in members], n_train_systems=len(systems))
 
-    run_step(state, k, "train", train, tracker)
-    models = [m.frozen for m in data.members(k, n)]  # from the layout: a moved run folder finds its own
+    def explore(self, k: int) -> ExploreOutcome:
+        comp = self.comp
+        exploration = explore_step(comp.explore, comp.system, comp.build_defaults, self.models(k),
+                                   self.data.step_dir(k, "explore"), comp.machine.for_step("explore"), iteration=k)
+        return ExploreOutcome.from_result(exploration)
 
-    def explore():
-        summary = explore_step(comp.explore, comp.system, comp.build_defaults, models, data.step_dir(k, "explore"), comp.machine.for_step("explore"),
-                               iteration=k)
-        return asdict(ExploreOutcome.from_summary(summary))
-
-    run_step(state, k, "explore", explore, tracker)
-
-    def select():
-        settings = comp.selection.capped(labels_left)
+    def select(self, k: int, labels_left: int, calibration: Calibration | None) -> SelectOutcome:
+        data = self.data
         record = run_record([(data.step_dir(j, "select"), data.step_dir(j, "label")) for j in range(k)])
-        report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), settings, calibration=calibration,
-                             models=models, system=comp.system, teacher_record=record)
-        return asdict(SelectOutcome.from_report(report))
+        report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), self.comp.selection.capped(labels_left),
+                             calibration=calibration, models=self.models(k), system=self.comp.system, teacher_record=record)
+        return SelectOutcome.from_report(report)
 
-    selection = SelectOutcome(**run_step(state, k, "select", select, tracker))
+    def label(self, k: int, selection: SelectOutcome) -> LabelOutcome:
+        frames = SelectionReport.read(self.data.step_dir(k, "select")).selected_frames() if selection.n_selected else []
+        report = label_frames(frames, self.comp.labeler, self.comp.machine.for_step("label"), self.data.step_dir(k, "label"),
+                              self.comp.system)
+        return LabelOutcome.from_report(report)
 
-    def label():
-        path = data.step_dir(k, "select") / "selected.extxyz"
-        frames = ase.io.read(path, index=":") if path.is_file() and selection.n_selected else []
-        report = label_frames(frames, comp.labeler, comp.machine.for_step("label"), data.step_dir(k, "label"), comp.system)
-        return asdict(LabelOutcome.from_report(report))
-
-    labeling = LabelOutcome(**run_step(state, k, "label", label, tracker))
-
-    def validate():
-        validation = validate_step(models, [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
+    def validate(self, k: int) -> ValidateOutcome:
+        comp, data = self.comp, self.data
+        validation = validate_step(self.models(k), [data.test_data], data.polaron_starts, data.teacher_relaxed, comp.system,
                                    comp.validate, data.step_dir(k, "validate"), new_label_dirs=[data.label_data(k)],
                                    dynamics_cases=data.dynamics_cases)
         calibration = calibrate_for(comp.selection, validation.deviation, validation.force_error,
                                     out_png=validation.out_dir / "calibration.png")
-        return asdict(ValidateOutcome.from_metrics(validation.record(calibration)))
+        outcome = ValidateOutcome.from_metrics(validation.record(calibration))
+        log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f", outcome.energy_rmse_mev_per_atom,
+                 outcome.force_rmse_ev_per_ang, outcome.valence_agreement)
+        return outcome
 
-    validation = ValidateOutcome(**run_step(state, k, "validate", validate, tracker))
-    return IterationRow(k, selection, labeling, validation)
+    def finish(self, k: int, row: IterationRow, reason: str) -> FinalOutcome:
+        """Iteration ``k``'s members and row in ``final/``; the models and data as tracker artifacts."""
+        data = self.data
+        final = data.layout.final
+        final.mkdir(exist_ok=True)
+        for member in data.members(k, self.comp.model.n_members):
+            atomic.copy_file(member.frozen, final / f"model.{member.index:03d}.pth")
+        atomic.write_text(final / "metrics.json", json.dumps(row.flat(), indent=2, default=float))
+        if self.tracker is not None:
+            self.tracker.artifact(f"{self.run_name}-models", "model", [final], root=data.run_dir)
+            self.tracker.artifact(f"{self.run_name}-data", "dataset", [data.init_data, data.test_data] +
+                                  [data.label_data(j) for j in range(k + 1)], root=data.run_dir)
+        return FinalOutcome(final_dir=str(final), reason=reason)

@@ -6,21 +6,34 @@ from pathlib import Path
 
 from lfpo_al.errors import UserError
 from lfpo_al.layout import STEP_DIRS, RunLayout
+from lfpo_al.loop.outcomes import IterationRow
 from lfpo_al.loop.state import SETUP, RunState
 
+
+def _unless_missing(read):
+    """``read(row)``, or None where the step it reads is not done yet (its outcome is None)."""
+    def value(row: IterationRow):
+        try:
+            return read(row)
+        except AttributeError:
+            return None
+    return value
+
+
+# (header, value of an IterationRow, format)
 COLUMNS = [
-    ("iter", "iter", "{}"),
-    ("labels", "label_n_labeled", "{}"),
-    ("selected", "n_selected", "{}"),
-    ("accurate", "accurate_ratio", "{:.2f}"),
-    ("E meV/at", "energy_rmse_mev_per_atom", "{:.2f}"),
-    ("F eV/A", "force_rmse_ev_per_ang", "{:.3f}"),
-    ("valence", "valence_agreement", "{:.2f}"),
-    ("M-O err A", "mean_mo_bond_error_ang", "{:.3f}"),
-    ("rho", "spearman_rho", "{:.2f}"),
-    ("W1 A", "dynamics_wasserstein_ang", "{:.4f}"),
-    ("flips x", "dynamics_flip_rate_ratio", "{:.2f}"),
-    ("dynamics", "dynamics_verdict", "{}"),
+    ("iter", lambda row: row.iter, "{}"),
+    ("labels", _unless_missing(lambda row: row.label.n_labeled), "{}"),
+    ("selected", _unless_missing(lambda row: row.select.n_selected), "{}"),
+    ("accurate", _unless_missing(lambda row: row.select.accurate_ratio), "{:.2f}"),
+    ("E meV/at", _unless_missing(lambda row: row.validate.energy_rmse_mev_per_atom), "{:.2f}"),
+    ("F eV/A", _unless_missing(lambda row: row.validate.force_rmse_ev_per_ang), "{:.3f}"),
+    ("valence", _unless_missing(lambda row: row.validate.valence_agreement), "{:.2f}"),
+    ("M-O err A", _unless_missing(lambda row: row.validate.mean_mo_bond_error_ang), "{:.3f}"),
+    ("rho", _unless_missing(lambda row: row.calibration.spearman_rho), "{:.2f}"),
+    ("W1 A", _unless_missing(lambda row: row.dynamics.wasserstein_ang), "{:.4f}"),
+    ("flips x", _unless_missing(lambda row: row.dynamics.flip_rate_ratio), "{:.2f}"),
+    ("dynamics", _unless_missing(lambda row: verdict_cell(row.dynamics.verdicts or {})), "{}"),
 ]
 VERDICT_LETTERS = {"pass": "P", "fail": "F", "inconclusive": "I", "unmeasurable": "U"}
 
@@ -30,37 +43,15 @@ def verdict_cell(verdicts: dict) -> str | None:
     return " ".join(f"{k}:{VERDICT_LETTERS.get(v, '?')}" for k, v in sorted(verdicts.items())) or None
 
 
-def iteration_rows(records: list[dict]) -> list[dict]:
-    rows: dict[int, dict] = {}
-    for rec in records:
-        if rec["iter"] == SETUP or rec["status"] != "done":
-            continue
-        row = rows.setdefault(rec["iter"], {"iter": rec["iter"], "steps": []})
-        row["steps"].append(rec["step"])
-        outputs = rec.get("outputs", {})
-        if rec["step"] == "label":
-            row.update({f"label_{k}": v for k, v in outputs.items()})
-        else:
-            row.update(outputs)
-        if isinstance(outputs.get("calibration"), dict):
-            row["spearman_rho"] = outputs["calibration"].get("spearman_rho")
-        if isinstance(outputs.get("dynamics_summary"), dict):  # held-out MD against the teacher's, worst case
-            row["dynamics_wasserstein_ang"] = outputs["dynamics_summary"].get("wasserstein_ang")
-            row["dynamics_flip_rate_ratio"] = outputs["dynamics_summary"].get("flip_rate_ratio")
-            row["dynamics_verdict"] = verdict_cell(outputs["dynamics_summary"].get("verdicts") or {})
-    return [rows[k] for k in sorted(rows)]
-
-
-def iteration_table(records: list[dict]) -> str:
-    rows = iteration_rows(records)
+def iteration_table(rows: list[IterationRow]) -> str:
     header = [name for name, _, _ in COLUMNS] + ["steps done"]
     body = []
     for row in rows:
         cells = []
-        for _, key, fmt in COLUMNS:
-            value = row.get(key)
+        for _, value_of, fmt in COLUMNS:
+            value = value_of(row)
             cells.append("-" if value is None else fmt.format(value))
-        cells.append(",".join(row["steps"]))
+        cells.append(",".join(row.steps))
         body.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)] if body else [len(h) for h in header]
     line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -76,13 +67,12 @@ def status_text(run_dir: Path) -> str:
         return f"{run_dir}: no record yet (nothing has run)"
     last = records[-1]
     setup = [r["step"] for r in records if r["iter"] == SETUP and r["status"] == "done"]
-    final = [r for r in records if r["step"] == "final"]
+    final = state.final_outcome()
     lines = [f"run {run_dir}", f"setup done: {', '.join(setup) or 'none'}",
              f"last step: iter {last['iter']} {last['step']} {last['status']} at {last['time']}"]
-    lines.append(iteration_table(records))
+    lines.append(iteration_table(state.rows()))
     if final:
-        out = final[-1]["outputs"]
-        lines.append(f"finished ({out.get('reason')}): final models in {RunLayout(run_dir).final}")
+        lines.append(f"finished ({final[1].reason}): final models in {RunLayout(run_dir).final}")
     else:
         lines.append("not finished: rerun the same train command to resume")
     return "\n".join(lines)
@@ -90,7 +80,7 @@ def status_text(run_dir: Path) -> str:
 
 def print_summary(state: RunState, run_dir: Path, reason: str | None) -> None:
     print(f"\nrun {run_dir} finished: {reason}")
-    print(iteration_table(state.records()))
+    print(iteration_table(state.rows()))
     print(f"plots: {run_dir}/iter.*/{STEP_DIRS['validate']}/{{parity,calibration,bond_parity,dynamics}}.png")
     print(f"learning curve: {RunLayout(run_dir).learning_curve}")
     print(f"final ensemble: {RunLayout(run_dir).final}/")

@@ -18,7 +18,6 @@ class LoopSettings:
     max_iters: iterations at most; label_budget: labels over all iterations at most.
     init_frames_per_structure: the built cell plus rattled/strained copies of each structure (the explore
         structures and ``init_structures``), labeled at set-up with rattle ``init_rattle_ang`` (A).
-    dry_run: print what one iteration would submit and run nothing.
     """
 
     max_iters: int = 5
@@ -26,7 +25,6 @@ class LoopSettings:
     init_frames_per_structure: int = 3
     init_rattle_ang: float = 0.05
     init_structures: list[dict] = field(default_factory=list)
-    dry_run: bool = False
 
     def __post_init__(self) -> None:
         for key in ("max_iters", "label_budget", "init_frames_per_structure"):
@@ -39,5 +37,3 @@ class LoopSettings:
         if not isinstance(self.init_structures, list) or not all(isinstance(s, dict) for s in self.init_structures):
             raise UserError(f"loop.init_structures={self.init_structures!r} must be a list of build sections, "
                             "e.g. [{x: 1.0, li_order: random}]")
-        if not isinstance(self.dry_run, bool):
-            raise UserError(f"loop.dry_run={self.dry_run!r} must be true or false")

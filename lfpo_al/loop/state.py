@@ -21,10 +21,12 @@ import yaml
 from lfpo_al import atomic
 from lfpo_al.errors import UserError
 from lfpo_al.layout import RunLayout
+from lfpo_al.loop.outcomes import SETUP_OUTCOMES, STEP_OUTCOMES, FinalOutcome, IterationRow
 
 # keys that may change between a run's start and a resume: limits, targets, where jobs run, tracking, and
 # where the run folder is (a copied or moved run resumes where it now is)
 # analysis and distillation read a run's final models and change nothing the loop made
+# (loop.dry_run: a key of older releases, which a resume no longer has)
 RESUMABLE_KEYS = ("loop.max_iters", "loop.label_budget", "loop.dry_run", "validate.target_", "machine.", "tracking.",
                   "run_name", "runs_dir", "analysis.", "distill.")
 SETUP = -1  # iteration number of the steps that build the initial and test data
@@ -88,6 +90,28 @@ class RunState:
                                 "repair or remove that line, then rerun")
             records.append(record)
         return records
+
+    def rows(self) -> list[IterationRow]:
+        """Each iteration the record holds a finished step of, in order, with the typed outcome of each
+        step done (the one reader of the record for the loop, ``status``, and the learning curve)."""
+        rows: dict[int, IterationRow] = {}
+        for rec in self.records():
+            if rec["iter"] == SETUP or rec["status"] != "done" or rec["step"] not in STEP_OUTCOMES:
+                continue
+            row = rows.setdefault(rec["iter"], IterationRow(rec["iter"]))
+            setattr(row, rec["step"], STEP_OUTCOMES[rec["step"]].from_record(rec.get("outputs")))
+            row.steps.append(rec["step"])
+        return [rows[k] for k in sorted(rows)]
+
+    def setup_outcome(self, step: str):
+        """The typed outcome of a finished set-up step (``SETUP_OUTCOMES``), or None."""
+        rec = self.done(SETUP, step)
+        return None if rec is None else SETUP_OUTCOMES[step].from_record(rec.get("outputs"))
+
+    def final_outcome(self) -> tuple[int, FinalOutcome] | None:
+        """The iteration the run finished at and its ``final`` outcome, or None."""
+        rec = self.final()
+        return None if rec is None else (rec["iter"], FinalOutcome.from_record(rec.get("outputs")))
 
     def _cut_torn_tail(self) -> None:
         """Drop a last line without its newline before appending after it (rewritten atomically)."""

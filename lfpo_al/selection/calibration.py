@@ -45,6 +45,7 @@ correlation that is not significant (p > 0.05) and levels extrapolated beyond th
 from __future__ import annotations
 
 import math
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,47 @@ MIN_FRAMES = 3
 SIGNIFICANCE = 0.05
 # Theil-Sen needs all n^2/2 pairwise slopes; beyond this many frames fit an evenly spread subset.
 MAX_FIT_FRAMES = 3000
+
+
+@dataclass(kw_only=True)
+class Calibration:
+    """The deviation-error relation of one validation and the trust levels it implies (see the module
+    docstring); written as the validate step's ``calibration`` with ``dataclasses.asdict``."""
+
+    method: str = "theil-sen fit of ln(error) vs ln(deviation)"
+    n_frames: int = 0
+    n_dropped: int = 0
+    target_force_error: float
+    trust_hi_factor: float
+    error_quantile: float
+    spearman_rho: float | None = None
+    spearman_p: float | None = None
+    slope: float | None = None
+    slope_ci95: list[float] | None = None
+    intercept: float | None = None
+    prefactor: float | None = None
+    quantile_offset: float | None = None
+    residual_sigma: float | None = None
+    median_error_over_deviation: float | None = None
+    deviation_range: list[float] | None = None
+    fallback: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    plot: str | None = None
+    trust_lo: float | None = None
+    trust_hi: float | None = None
+    trust_hi_derived: float | None = None  # the fitted trust_hi, where it was raised to the labelable frames
+    n_test_frames: int | None = None  # the frames it was fitted on: test set, then the iteration's new labels
+    n_new_frames: int | None = None
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> Calibration | None:
+        """A stored calibration read back: a key it lacks takes its default (None for the settings it was made
+        with), a key a newer or older release wrote beside these is ignored."""
+        if not isinstance(record, dict):
+            return None
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        return cls(**{f.name: record[f.name] if f.name in record else None
+                      for f in fields(cls) if f.name in record or f.name in required})
 
 
 def default_trust_levels(target_force_error: float, trust_hi_factor: float = 4.0) -> tuple[float, float]:
@@ -94,7 +136,7 @@ def _fit_subset(log_deviation: np.ndarray) -> np.ndarray:
     return by_deviation[np.linspace(0, n - 1, MAX_FIT_FRAMES).round().astype(int)]
 
 
-def calibrate_for(settings: SelectionSettings, deviation, force_error, out_png: str | Path | None = None) -> dict:
+def calibrate_for(settings: SelectionSettings, deviation, force_error, out_png: str | Path | None = None) -> Calibration:
     """``calibrate`` with the selection's own target error and levels (``configs/selection/``)."""
     return calibrate(deviation, force_error, settings.target_force_error, out_png,
                      trust_hi_factor=settings.trust_hi_factor, error_quantile=settings.error_quantile)
@@ -108,41 +150,26 @@ def calibrate(
     *,
     trust_hi_factor: float = 4.0,
     error_quantile: float = 0.5,
-) -> dict:
+) -> Calibration:
     """Relation between ensemble deviation and true force error, and the trust levels it implies.
 
     ``deviation`` and ``force_error`` are per-frame max force deviation and max atomic force error
-    (eV/A). Returns a JSON-ready dict (see the module docstring); ``out_png`` gets a log-log plot.
+    (eV/A). Returns a :class:`Calibration` (see the module docstring); ``out_png`` gets a log-log plot.
     """
     deviation, force_error = _check_arguments(deviation, force_error, target_force_error, trust_hi_factor, error_quantile)
     usable = np.isfinite(deviation) & np.isfinite(force_error) & (deviation > 0) & (force_error > 0)
     x, y = deviation[usable], force_error[usable]
-    result: dict = {
-        "method": "theil-sen fit of ln(error) vs ln(deviation)",
-        "n_frames": int(x.size),
-        "n_dropped": int(deviation.size - x.size),
-        "target_force_error": float(target_force_error),
-        "trust_hi_factor": float(trust_hi_factor),
-        "error_quantile": float(error_quantile),
-        "spearman_rho": None,
-        "spearman_p": None,
-        "slope": None,
-        "slope_ci95": None,
-        "intercept": None,
-        "prefactor": None,
-        "quantile_offset": None,
-        "residual_sigma": None,
-        "median_error_over_deviation": _finite_or_none(np.median(y / x)) if x.size else None,
-        "deviation_range": [float(x.min()), float(x.max())] if x.size else None,
-        "fallback": None,
-        "warnings": [],
-        "plot": None,
-    }
+    result = Calibration(
+        target_force_error=float(target_force_error), trust_hi_factor=float(trust_hi_factor),
+        error_quantile=float(error_quantile), n_frames=int(x.size), n_dropped=int(deviation.size - x.size),
+        median_error_over_deviation=_finite_or_none(np.median(y / x)) if x.size else None,
+        deviation_range=[float(x.min()), float(x.max())] if x.size else None,
+    )
     fallback = _degenerate_reason(x, y)
     if fallback is None:
         log_x, log_y = np.log(x), np.log(y)
         rho, p_value = stats.spearmanr(x, y)
-        result["spearman_rho"], result["spearman_p"] = _finite_or_none(rho), _finite_or_none(p_value)
+        result.spearman_rho, result.spearman_p = _finite_or_none(rho), _finite_or_none(p_value)
         subset = _fit_subset(log_x)
         fit = stats.theilslopes(log_y[subset], log_x[subset], method="joint")
         slope, intercept = float(fit.slope), float(fit.intercept)
@@ -152,42 +179,37 @@ def calibrate(
             residuals = log_y - (intercept + slope * log_x)
             offset = float(np.quantile(residuals, error_quantile))
             log_lo = (math.log(target_force_error) - intercept - offset) / slope
-            result.update(
-                slope=slope,
-                slope_ci95=[float(fit.low_slope), float(fit.high_slope)],
-                intercept=intercept,
-                prefactor=math.exp(intercept),
-                quantile_offset=offset,
-                residual_sigma=float(1.4826 * np.median(np.abs(residuals - np.median(residuals)))),
-                trust_lo=math.exp(log_lo),
-                trust_hi=math.exp(log_lo) * trust_hi_factor ** (1.0 / slope),
-            )
-            result["warnings"] += _fit_warnings(result, x.size < deviation.size, x.size > MAX_FIT_FRAMES)
+            result.slope, result.slope_ci95 = slope, [float(fit.low_slope), float(fit.high_slope)]
+            result.intercept, result.prefactor, result.quantile_offset = intercept, math.exp(intercept), offset
+            result.residual_sigma = float(1.4826 * np.median(np.abs(residuals - np.median(residuals))))
+            result.trust_lo = math.exp(log_lo)
+            result.trust_hi = math.exp(log_lo) * trust_hi_factor ** (1.0 / slope)
+            result.warnings += _fit_warnings(result, x.size < deviation.size, x.size > MAX_FIT_FRAMES)
     if fallback is not None:
-        result["method"] = "fallback: deviation taken as the force error"
-        result["fallback"] = fallback
-        result["trust_lo"], result["trust_hi"] = default_trust_levels(target_force_error, trust_hi_factor)
+        result.method = "fallback: deviation taken as the force error"
+        result.fallback = fallback
+        result.trust_lo, result.trust_hi = default_trust_levels(target_force_error, trust_hi_factor)
     _keep_labelable_frames_below_trust_hi(result)
     if out_png is not None:
-        result["plot"] = str(plot_calibration(x, y, result, out_png))
+        result.plot = str(plot_calibration(x, y, result, out_png))
     return result
 
 
-def _keep_labelable_frames_below_trust_hi(result: dict) -> None:
+def _keep_labelable_frames_below_trust_hi(result: Calibration) -> None:
     """Never put trust_hi below the largest deviation of the calibration frames.
 
     Every calibration frame carries a valid teacher label, so geometries up to that deviation are
     demonstrably labelable; a lower trust_hi (a young model whose error exceeds the target
     everywhere) would call all explored frames 'failed' and select nothing to learn from.
     """
-    if not result.get("deviation_range"):
+    if not result.deviation_range:
         return
-    labelable = result["deviation_range"][1]
-    if result["trust_hi"] < labelable:
-        result["trust_hi_derived"] = result["trust_hi"]
-        result["trust_hi"] = labelable
-        result["warnings"].append(
-            f"trust_hi raised from {result['trust_hi_derived']:.3g} to {labelable:.3g} eV/A, the largest deviation "
+    labelable = result.deviation_range[1]
+    if result.trust_hi < labelable:
+        result.trust_hi_derived = result.trust_hi
+        result.trust_hi = labelable
+        result.warnings.append(
+            f"trust_hi raised from {result.trust_hi_derived:.3g} to {labelable:.3g} eV/A, the largest deviation "
             "among frames the teacher labeled: below it frames are labelable, not failed"
         )
 
@@ -202,26 +224,26 @@ def _degenerate_reason(x: np.ndarray, y: np.ndarray) -> str | None:
     return None
 
 
-def _fit_warnings(result: dict, dropped: bool, subsampled: bool) -> list[str]:
+def _fit_warnings(result: Calibration, dropped: bool, subsampled: bool) -> list[str]:
     warnings = []
-    p_value = result["spearman_p"]
+    p_value = result.spearman_p
     if p_value is None or p_value > SIGNIFICANCE:
         warnings.append(
-            f"weak rank correlation (rho={result['spearman_rho']}, p={p_value}): the deviation barely ranks frames "
+            f"weak rank correlation (rho={result.spearman_rho}, p={p_value}): the deviation barely ranks frames "
             "by error, so the derived levels are uncertain; label more frames or diversify the ensemble"
         )
-    low, high = result["deviation_range"]
-    for key in ("trust_lo", "trust_hi"):
-        if not low <= result[key] <= high:
-            warnings.append(f"{key}={result[key]:.3g} eV/A is extrapolated outside the measured deviations [{low:.3g}, {high:.3g}]")
+    low, high = result.deviation_range
+    for key, level in (("trust_lo", result.trust_lo), ("trust_hi", result.trust_hi)):
+        if not low <= level <= high:
+            warnings.append(f"{key}={level:.3g} eV/A is extrapolated outside the measured deviations [{low:.3g}, {high:.3g}]")
     if dropped:
-        warnings.append(f"{result['n_dropped']} frame(s) with non-finite or non-positive deviation or error were left out")
+        warnings.append(f"{result.n_dropped} frame(s) with non-finite or non-positive deviation or error were left out")
     if subsampled:
-        warnings.append(f"slope fitted on {MAX_FIT_FRAMES} frames spread over the deviation range of {result['n_frames']}")
+        warnings.append(f"slope fitted on {MAX_FIT_FRAMES} frames spread over the deviation range of {result.n_frames}")
     return warnings
 
 
-def plot_calibration(deviation: np.ndarray, force_error: np.ndarray, result: dict, out_png: str | Path) -> Path:
+def plot_calibration(deviation: np.ndarray, force_error: np.ndarray, result: Calibration, out_png: str | Path) -> Path:
     """Log-log scatter of error vs deviation with the fit, the target and the derived trust levels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching the global backend
     from matplotlib.figure import Figure
@@ -235,23 +257,23 @@ def plot_calibration(deviation: np.ndarray, force_error: np.ndarray, result: dic
     axes.set_yscale("log")
     if deviation.size:
         axes.scatter(deviation, force_error, s=12, alpha=0.6, color="tab:blue", label=f"labeled frames (n={deviation.size})")
-    target, factor = result["target_force_error"], result["trust_hi_factor"]
+    target, factor = result.target_force_error, result.trust_hi_factor
     levels = [deviation.min(), deviation.max()] if deviation.size else []
-    levels = np.asarray(levels + [result["trust_lo"], result["trust_hi"]])
-    if result["slope"] is not None:
+    levels = np.asarray(levels + [result.trust_lo, result.trust_hi])
+    if result.slope is not None:
         grid = np.geomspace(levels.min(), levels.max(), 100)
-        axes.plot(grid, result["prefactor"] * grid ** result["slope"], color="black",
-                  label=f"median fit: {result['prefactor']:.3g} d^{result['slope']:.2f}")
-        if result["error_quantile"] != 0.5:
-            axes.plot(grid, result["prefactor"] * math.exp(result["quantile_offset"]) * grid ** result["slope"],
-                      color="black", linestyle=":", label=f"{result['error_quantile']:.2f} quantile")
+        axes.plot(grid, result.prefactor * grid ** result.slope, color="black",
+                  label=f"median fit: {result.prefactor:.3g} d^{result.slope:.2f}")
+        if result.error_quantile != 0.5:
+            axes.plot(grid, result.prefactor * math.exp(result.quantile_offset) * grid ** result.slope,
+                      color="black", linestyle=":", label=f"{result.error_quantile:.2f} quantile")
     axes.axhline(target, color="tab:green", linestyle="--", label=f"target {target:.3g} eV/A")
     axes.axhline(factor * target, color="tab:red", linestyle="--", label=f"{factor:g} x target")
-    axes.axvline(result["trust_lo"], color="tab:green", label=f"trust_lo {result['trust_lo']:.3g}")
-    axes.axvline(result["trust_hi"], color="tab:red", label=f"trust_hi {result['trust_hi']:.3g}")
-    rho = result["spearman_rho"]
+    axes.axvline(result.trust_lo, color="tab:green", label=f"trust_lo {result.trust_lo:.3g}")
+    axes.axvline(result.trust_hi, color="tab:red", label=f"trust_hi {result.trust_hi:.3g}")
+    rho = result.spearman_rho
     title = f"Spearman rho = {rho:.2f}" if rho is not None else "no fit"
-    axes.set_title(title + (f" (fallback: {result['fallback']})" if result["fallback"] else ""), fontsize=8, wrap=True)
+    axes.set_title(title + (f" (fallback: {result.fallback})" if result.fallback else ""), fontsize=8, wrap=True)
     axes.set_xlabel("ensemble max force deviation (eV/A)")
     axes.set_ylabel("max atomic force error (eV/A)")
     axes.legend(fontsize=7)

@@ -2,22 +2,21 @@
 
 Reads (the exploration step's contract)::
 
-    EXPLORE_DIR/summary.json              {"trajectories": [{"dir", "family", "temperature", "n_frames", "stop_reason"}]}
+    EXPLORE_DIR/summary.json              :class:`~lfpo_al.explore.result.ExplorationResult` (dir, family,
+                                          temperature, n_frames, stop_reason, stop_step per trajectory)
     EXPLORE_DIR/<dir>/frames.extxyz       recorded frames (info: family, temperature, step)
     EXPLORE_DIR/<dir>/model_devi.out      deepmd model deviation, one row per recorded frame, same order
 
 Writes ``OUT_DIR/selected.extxyz`` (chosen frames, info adds ``source`` = "traj.000:frame 12" and
 ``max_devi_f``; the explorer's model energies/forces are dropped so they cannot be taken for labels)
-and ``OUT_DIR/report.json`` (schema in :func:`select_step`).
+and ``OUT_DIR/report.json`` (:class:`~lfpo_al.selection.report.SelectionReport`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ase.io
@@ -26,9 +25,11 @@ from ase import Atoms
 
 from lfpo_al import atomic
 from lfpo_al.errors import UserError
-from lfpo_al.selection.calibration import default_trust_levels
+from lfpo_al.explore.result import SUMMARY, ExplorationResult, TrajectoryResult
+from lfpo_al.selection.calibration import Calibration, default_trust_levels
 from lfpo_al.selection.diversity import farthest_point_order
 from lfpo_al.selection.ensemble_scores import EnsembleScores, score_frames
+from lfpo_al.selection.report import SELECTED, SELECTED_COLUMNS, VALENCE_COLUMN, SelectionReport, TrustLevels
 from lfpo_al.selection.settings import AUTO, TEACHER, SelectionSettings
 from lfpo_al.selection.teacher_failures import teacher_failure_level
 from lfpo_al.selection.trust import (
@@ -43,16 +44,12 @@ from lfpo_al.selection.trust import (
     frames_after_stop,
 )
 
-SUMMARY = "summary.json"
 FRAMES = "frames.extxyz"
 MODEL_DEVI = "model_devi.out"
-SELECTED = "selected.extxyz"
-REPORT = "report.json"
 # deepmd: step, max/min/avg devi_v, max/min/avg devi_f, devi_e (+ per-atom columns with --atomic);
 # LAMMPS pair_style deepmd writes the same without devi_e.
 MAX_DEVI_F_COLUMN = 4
 MIN_DEVI_COLUMNS = 7
-STOP_STEP = re.compile(r"\bat step (\d+)")
 
 
 @dataclass
@@ -93,31 +90,8 @@ def read_model_devi(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0].astype(np.int64), table[:, column].astype(float)
 
 
-def parse_stop_step(stop_reason: str | None) -> int | None:
-    """The step in "deviation 5.20 > 3.00 eV/A at step 120", or None."""
-    match = STOP_STEP.search(stop_reason or "")
-    return int(match.group(1)) if match else None
-
-
-def read_summary(explore_dir: Path) -> list[dict]:
-    path = explore_dir / SUMMARY
-    if not path.is_file():
-        raise UserError(f"{path} is missing; run the explore step first (it writes {SUMMARY})")
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); rerun the explore step") from exc
-    trajectories = summary.get("trajectories") if isinstance(summary, dict) else None
-    if not isinstance(trajectories, list):
-        raise UserError(f"{path} has no 'trajectories' list; rerun the explore step")
-    for position, entry in enumerate(trajectories):
-        if not isinstance(entry, dict) or not isinstance(entry.get("dir"), str) or not entry.get("family"):
-            raise UserError(f"{path}: trajectories[{position}] needs a 'dir' and a 'family'; rerun the explore step")
-    return trajectories
-
-
-def _load_trajectory(explore_dir: Path, entry: dict, report_warnings: list[str]) -> ExploredTrajectory:
-    folder = explore_dir / entry["dir"]
+def _load_trajectory(explore_dir: Path, entry: TrajectoryResult, report_warnings: list[str]) -> ExploredTrajectory:
+    folder = explore_dir / entry.dir
     frames_path = folder / FRAMES
     steps, max_devi_f = read_model_devi(folder / MODEL_DEVI)
     if frames_path.is_file():
@@ -131,23 +105,23 @@ def _load_trajectory(explore_dir: Path, entry: dict, report_warnings: list[str])
             f"{frames_path} has {len(frames)} frames but {folder / MODEL_DEVI} has {steps.size} rows; "
             "both must list the same recorded frames"
         )
-    expected = entry.get("n_frames")
+    expected = entry.n_frames
     if expected is not None and expected != len(frames):
-        raise UserError(f"{explore_dir / SUMMARY} says {entry['dir']} has n_frames={expected} but {frames_path} has {len(frames)}")
+        raise UserError(f"{explore_dir / SUMMARY} says {entry.dir} has n_frames={expected} "
+                        f"but {frames_path} has {len(frames)}")
     info_steps = [atoms.info.get("step") for atoms in frames]
     if frames and all(step is not None for step in info_steps) and not np.array_equal(np.asarray(info_steps), steps):
         raise UserError(
             f"{folder}: the step column of {MODEL_DEVI} disagrees with the 'step' info of {FRAMES}; the rows must follow the frames"
         )
-    stop_reason = entry.get("stop_reason")
-    stop_step = parse_stop_step(stop_reason)
+    stop_reason, stop_step = entry.stop_reason, entry.stop_step
     if stop_reason and stop_step is None and steps.size:
-        stop_step = int(steps[-1])  # no step named: the last recorded frame is the one closest to the failure
-        report_warnings.append(f"{entry['dir']}: stop reason {stop_reason!r} names no step; its last frame counts as failed")
+        stop_step = int(steps[-1])  # no step given (an older summary): the last recorded frame is the closest to the failure
+        report_warnings.append(f"{entry.dir}: stop reason {stop_reason!r} names no step; its last frame counts as failed")
     return ExploredTrajectory(
-        name=entry["dir"],
-        family=str(entry["family"]),
-        temperature=entry.get("temperature"),
+        name=entry.dir,
+        family=str(entry.family),
+        temperature=entry.temperature,
         stop_reason=stop_reason,
         stop_step=stop_step,
         frames=frames,
@@ -171,11 +145,11 @@ def _geometry(trajectory: ExploredTrajectory, report_warnings: list[str]) -> Tra
     )
 
 
-def resolve_trust_levels(settings: SelectionSettings, calibration: dict | None,
-                         teacher_record: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """``{"trust_lo", "trust_hi", "source", "note"}``: from the config, a calibration, or the defaults;
-    ``trust_hi: teacher`` from ``teacher_record`` (deviation and failed flag of every frame labeled so
-    far), ``inf`` (no upper cut) while the teacher has not failed."""
+def resolve_trust_levels(settings: SelectionSettings, calibration: Calibration | None,
+                         teacher_record: tuple[np.ndarray, np.ndarray] | None = None) -> TrustLevels:
+    """The levels from the config, a calibration, or the defaults; ``trust_hi: teacher`` from
+    ``teacher_record`` (deviation and failed flag of every frame labeled so far), None (no upper cut)
+    while the teacher has not failed."""
     notes = []
     if not settings.auto:
         derived, source = (None, None), "config"
@@ -187,15 +161,15 @@ def resolve_trust_levels(settings: SelectionSettings, calibration: dict | None,
             "(trust_lo = target_force_error, trust_hi = trust_hi_factor x target_force_error)"
         )
     else:
-        derived = tuple(calibration.get(key) for key in ("trust_lo", "trust_hi"))
+        derived = (calibration.trust_lo, calibration.trust_hi)
         if not all(isinstance(level, (int, float)) and math.isfinite(level) and level > 0 for level in derived):
             raise UserError(
                 f"the calibration has no positive trust_lo/trust_hi (got {derived}); "
-                "pass the dict returned by lfpo_al.selection.calibrate"
+                "pass the Calibration returned by lfpo_al.selection.calibrate"
             )
         source = "calibration"
-        if calibration.get("fallback"):
-            notes.append(f"calibration fell back: {calibration['fallback']}")
+        if calibration.fallback:
+            notes.append(f"calibration fell back: {calibration.fallback}")
     trust_lo = derived[0] if settings.trust_lo == AUTO else float(settings.trust_lo)
     if settings.trust_hi == TEACHER:
         deviation, failed = teacher_record if teacher_record is not None else (np.zeros(0), np.zeros(0, dtype=bool))
@@ -209,30 +183,12 @@ def resolve_trust_levels(settings: SelectionSettings, calibration: dict | None,
             f"trust_lo={trust_lo:.4g} is not below trust_hi={trust_hi:.4g} eV/A once auto levels are filled in; "
             "set both selection.trust_lo and selection.trust_hi to auto, or widen the fixed one"
         )
-    return {"trust_lo": float(trust_lo), "trust_hi": float(trust_hi), "source": source,
-            "note": "; ".join(notes) or None}
+    return TrustLevels(trust_lo=float(trust_lo), trust_hi=float(trust_hi) if math.isfinite(trust_hi) else None,
+                       source=source, note="; ".join(notes) or None)
 
 
 def _counts(category: np.ndarray, selected: np.ndarray) -> dict[str, int]:
     return {"n_total": int(category.size), **category_counts(category), "n_selected": int(selected.sum())}
-
-
-def _json_ready(value):
-    """NaN/inf become null so that report.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    return value
-
-
-def _numpy_to_python(value):
-    """NumPy scalars and arrays a caller's calibration dict may hold."""
-    if isinstance(value, (np.generic, np.ndarray)):
-        return _json_ready(value.tolist())
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _choose(pool: FramePool, frames: list[Atoms], eligible: np.ndarray, settings: SelectionSettings,
@@ -265,23 +221,15 @@ def _choose(pool: FramePool, frames: list[Atoms], eligible: np.ndarray, settings
 
 
 def select_step(
-    explore_dir: str | Path, out_dir: str | Path, settings: SelectionSettings, calibration: dict | None = None, *,
-    models: list | None = None, system=None, teacher_record: tuple[np.ndarray, np.ndarray] | None = None,
-    scores: EnsembleScores | None = None,
-) -> dict:
-    """Classify every explored frame, choose the candidates to label, write them and ``report.json``.
+    explore_dir: str | Path, out_dir: str | Path, settings: SelectionSettings,
+    calibration: Calibration | None = None, *, exploration: ExplorationResult | None = None, models: list | None = None, system=None,
+    teacher_record: tuple[np.ndarray, np.ndarray] | None = None, scores: EnsembleScores | None = None,
+) -> SelectionReport:
+    """Classify every explored frame, choose the candidates to label, write them and ``report.json``;
+    returns the report (see :class:`SelectionReport`).
 
-    Returns the report: ``n_total``, ``n_accurate``, ``n_candidate``, ``n_failed``, ``n_selected``,
-    ``accurate_ratio`` / ``candidate_ratio`` / ``failed_ratio`` (of ``n_total``; 0 when there are no
-    frames), ``failed_breakdown`` {``after_stop``, ``non_finite``, ``above_trust_hi``},
-    ``n_near_duplicates_skipped``, ``trust_levels`` {``trust_lo``, ``trust_hi`` (null: no upper cut),
-    ``source`` (config | calibration | default), ``note``}, ``max_selected``, ``priority``, ``diversity``,
-    ``min_frame_distance``, ``families`` {family: counts}, ``trajectories`` [{``dir``, ``family``,
-    ``temperature``, ``stop_reason``, ``stop_step``, counts}], ``stop_reasons`` {dir: reason} (stopped ones
-    only), ``selected`` [{``source``, ``family``, ``temperature``, ``step``, ``max_devi_f``[,
-    ``valence_disagreement``]}] in choice order, ``calibration`` (the dict passed, or null), ``warnings``,
-    and the ``explore_dir`` / ``selected_file`` paths.
-
+    ``explore_dir`` holds the trajectories; ``exploration`` is its summary, read from ``explore_dir``'s
+    ``summary.json`` when not given. ``calibration`` sets the auto levels (kept in the report as a dict).
     ``models`` (the ensemble that explored) and ``system`` are needed by ``priority: valence`` and
     ``diversity: descriptor``, which evaluate the candidates; ``scores`` (:class:`EnsembleScores` of
     every frame, in summary order) replaces that evaluation where it was done already. ``teacher_record``
@@ -290,7 +238,9 @@ def select_step(
     explore_dir, out_dir = Path(explore_dir), Path(out_dir)
     report_warnings: list[str] = []
     trust = resolve_trust_levels(settings, calibration, teacher_record)
-    trajectories = [_load_trajectory(explore_dir, entry, report_warnings) for entry in read_summary(explore_dir)]
+    if exploration is None:
+        exploration = ExplorationResult.read(explore_dir)
+    trajectories = [_load_trajectory(explore_dir, entry, report_warnings) for entry in exploration.trajectories]
 
     sizes = [len(t.frames) for t in trajectories]
     pool = FramePool(
@@ -301,7 +251,7 @@ def select_step(
         geometries=[_geometry(t, report_warnings) for t in trajectories],
     )
     after_stop = np.concatenate([frames_after_stop(t.steps, t.stop_step) for t in trajectories] or [np.zeros(0, bool)])
-    category = classify_frames(pool.max_devi_f, trust["trust_lo"], trust["trust_hi"], after_stop)
+    category = classify_frames(pool.max_devi_f, trust.trust_lo, trust.upper_cut, after_stop)
     all_frames = [atoms for t in trajectories for atoms in t.frames]
     chosen, n_near_duplicates, valence = _choose(pool, all_frames, category == CANDIDATE, settings, models, system, scores)
     selected = np.zeros(category.size, dtype=bool)
@@ -315,16 +265,11 @@ def select_step(
         atoms = trajectory.frames[frame].copy()  # copy() drops the explorer's calculator results
         atoms.info.update(source=f"{trajectory.name}:frame {frame}", max_devi_f=float(pool.max_devi_f[index]))
         chosen_frames.append(atoms)
-        selected_entries.append(
-            {
-                "source": atoms.info["source"],
-                "family": trajectory.family,
-                "temperature": trajectory.temperature,
-                "step": int(trajectory.steps[frame]),
-                "max_devi_f": float(pool.max_devi_f[index]),
-                **({"valence_disagreement": float(valence[index])} if valence is not None else {}),
-            }
-        )
+        entry = dict(zip(SELECTED_COLUMNS, (atoms.info["source"], trajectory.family, trajectory.temperature,
+                                            int(trajectory.steps[frame]), float(pool.max_devi_f[index]))))
+        if valence is not None:
+            entry[VALENCE_COLUMN] = float(valence[index])
+        selected_entries.append(entry)
     atomic.write_extxyz(out_dir / SELECTED, chosen_frames)
 
     failed = category == FAILED
@@ -334,27 +279,27 @@ def select_step(
     if n_total == 0:
         report_warnings.append(f"no recorded frames in {explore_dir}; nothing to select")
     starts = np.cumsum([0, *sizes])
-    report = {
-        "explore_dir": str(explore_dir),
-        "selected_file": str(out_dir / SELECTED),
+    report = SelectionReport(
+        explore_dir=str(explore_dir),
+        selected_file=str(out_dir / SELECTED),
         **totals,
         **{f"{name}_ratio": totals[f"n_{name}"] / n_total if n_total else 0.0 for name in CATEGORY_NAMES},
-        "failed_breakdown": {
+        failed_breakdown={
             "after_stop": int(after_stop.sum()),
             "non_finite": int(non_finite.sum()),
             "above_trust_hi": int((failed & ~after_stop & ~non_finite).sum()),
         },
-        "n_near_duplicates_skipped": int(n_near_duplicates),
-        "trust_levels": trust,
-        "max_selected": settings.max_selected,
-        "priority": settings.priority,
-        "diversity": settings.diversity,
-        "min_frame_distance": settings.min_frame_distance,
-        "families": {
+        n_near_duplicates_skipped=int(n_near_duplicates),
+        trust_levels=trust,
+        max_selected=settings.max_selected,
+        priority=settings.priority,
+        diversity=settings.diversity,
+        min_frame_distance=settings.min_frame_distance,
+        families={
             family: _counts(category[pool.family == family], selected[pool.family == family])
             for family in sorted({t.family for t in trajectories})
         },
-        "trajectories": [
+        trajectories=[
             {
                 "dir": t.name,
                 "family": t.family,
@@ -365,13 +310,10 @@ def select_step(
             }
             for t, start, stop in zip(trajectories, starts[:-1], starts[1:])
         ],
-        "stop_reasons": {t.name: t.stop_reason for t in trajectories if t.stop_reason},
-        "selected": selected_entries,
-        "calibration": calibration,
-        "warnings": report_warnings,
-    }
-    report = _json_ready(report)
-    temporary = out_dir / f"{REPORT}.tmp"
-    temporary.write_text(json.dumps(report, indent=2, allow_nan=False, default=_numpy_to_python) + "\n")
-    temporary.replace(out_dir / REPORT)  # report.json appears only complete
+        stop_reasons={t.name: t.stop_reason for t in trajectories if t.stop_reason},
+        selected=selected_entries,
+        calibration=None if calibration is None else asdict(calibration),
+        warnings=report_warnings,
+    )
+    report.write(out_dir)  # report.json appears only complete
     return report

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lfpo_al.selection.report import SelectionReport
+
 MIN_FAILURES = 2
 FAILURE_FRACTION = 0.5
 
@@ -41,14 +43,13 @@ def labeled_record(select_dir: Path, label_dir: Path) -> tuple[np.ndarray, np.nd
     The label step names frame ``i`` of ``selected.extxyz`` ``task.{i:06d}`` and lists the tasks it
     quarantined under ``failed`` in its ``report.json``.
     """
-    select_report, label_report = select_dir / "report.json", label_dir / "report.json"
-    if not (select_report.is_file() and label_report.is_file()):
+    label_report = label_dir / "report.json"
+    if not (SelectionReport.exists(select_dir) and label_report.is_file()):
         return np.zeros(0), np.zeros(0, dtype=bool)
-    selected = json.loads(select_report.read_text()).get("selected") or []
+    deviation = SelectionReport.selected_deviations(select_dir)
     quarantined = {item.get("task") for item in json.loads(label_report.read_text()).get("failed") or []
                    if isinstance(item, dict)}
-    deviation = np.array([float(entry.get("max_devi_f", math.nan)) for entry in selected])
-    failed = np.array([f"task.{i:06d}" in quarantined for i in range(len(selected))], dtype=bool)
+    failed = np.array([f"task.{i:06d}" in quarantined for i in range(len(deviation))], dtype=bool)
     return deviation, failed
 
 

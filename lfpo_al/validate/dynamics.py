@@ -9,11 +9,12 @@ settings (each seed its own two-state fit and charge-balance d*), and compared o
   withheld when either side's valence is not resolved;
 - M-O and Li-O radial distribution functions: relative L1 distance;
 - ``verdicts``: pass / fail / inconclusive / unmeasurable by equivalence (``validate.equivalence``).
+Over the structures, ``summarise`` keeps the worst of each (``DynamicsSummary``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -22,9 +23,14 @@ from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import Trajectory
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.validate import equivalence
+from lfpo_al.validate.equivalence import Tolerances
 
-# tolerances of the verdicts where no target is set (a target set in validate.* replaces its own)
-DEFAULT_TOLERANCES = {"m3_rel": 0.10, "centre_ang": 0.01, "rate_factor": 1.5, "wasserstein_ang": None}
+# the keys of a case's metrics that are read back (the summary, the figure, the flip Ea), spelled once
+M3_REL_ERROR_KEY = "m3_population_rel_error"
+W1_KEY = "wasserstein_ang"
+W1_TEACHER_SEEDS_KEY = "wasserstein_teacher_seeds_ang"
+FLIP_RATE_RATIO_KEY = "flip_rate_ratio"
+VERDICTS_KEY = "verdicts"
 
 RDF_MAX_ANG = 4.0
 RDF_BIN_ANG = 0.05
@@ -141,14 +147,15 @@ def _seed_spread(side: SideRuns) -> float | None:
 
 
 def compare_trajectories(model: list[Trajectory], teacher: list[Trajectory], system: OlivineSystem,
-                         smoothing_fs: float, targets: dict | None = None) -> tuple[dict, SideRuns, SideRuns]:
+                         smoothing_fs: float, targets: Tolerances | None = None) -> tuple[dict, SideRuns, SideRuns]:
     """Both sides read alike; the metrics (``compare``) and the two analysed sides."""
     sides = [SideRuns.analyse(t, system, smoothing_fs) for t in (model, teacher)]
     return compare(*sides, system, targets), sides[0], sides[1]
 
 
-def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem, targets: dict | None = None) -> dict:
-    """The dynamics metrics of one structure and temperature (``metrics.json`` entry)."""
+def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem, targets: Tolerances | None = None) -> dict:
+    """The dynamics metrics of one structure and temperature (``metrics.json`` entry); the verdicts hold
+    each target that is set, and the default tolerance where it is not."""
     first = model.results[0].row
     pop_model, pop_teacher = _population(model), _population(teacher)
     rel = (None if pop_teacher["mean"] == 0 else
@@ -168,44 +175,99 @@ def compare(model: SideRuns, teacher: SideRuns, system: OlivineSystem, targets: 
         "n_model": n_model, "n_teacher": n_teacher, "ratio": None, "low": None, "high": None,
         "withheld": "valence not resolved on both sides"}
     w1, w1_noise = round(wasserstein(bonds_model, bonds_teacher), 5), _seed_spread(teacher)
-    tolerances = {k: (targets or {}).get(k) if (targets or {}).get(k) is not None else v
-                  for k, v in DEFAULT_TOLERANCES.items()}
+    tolerances = (targets or Tolerances()).or_defaults()
     return {
         "temperature_K": first["temperature_K"], "duration_ps": first["duration_ps"], "n_seeds": len(model.results),
         "n_metal": first["n_fe"], "m3_expected": first.get("m3_expected"), "threshold_ang": first.get("threshold_ang"),
-        "m3_model": pop_model, "m3_teacher": pop_teacher, "m3_population_rel_error": rel,
+        "m3_model": pop_model, "m3_teacher": pop_teacher, M3_REL_ERROR_KEY: rel,
         "valence_model": valence_model, "valence_teacher": valence_teacher,
-        "wasserstein_ang": w1, "wasserstein_teacher_seeds_ang": w1_noise, "wasserstein_model_seeds_ang": _seed_spread(model),
+        W1_KEY: w1, W1_TEACHER_SEEDS_KEY: w1_noise, "wasserstein_model_seeds_ang": _seed_spread(model),
         "flip_rate_model_per_metal_ps": None if exposure_model <= 0 or not resolved else round(n_model / exposure_model, 4),
         "flip_rate_teacher_per_metal_ps": None if exposure_teacher <= 0 or not resolved else round(n_teacher / exposure_teacher, 4),
-        "flip_rate_ratio": ratio, "flip_exposure_metal_ps": [round(exposure_model, 4), round(exposure_teacher, 4)],
+        FLIP_RATE_RATIO_KEY: ratio, "flip_exposure_metal_ps": [round(exposure_model, 4), round(exposure_teacher, 4)],
         "flips_resolved": resolved,
-        "verdicts": equivalence.case_verdicts(valence_model, valence_teacher, ratio, w1, w1_noise,
+        VERDICTS_KEY: equivalence.case_verdicts(valence_model, valence_teacher, ratio, w1, w1_noise,
                                               first["duration_ps"], tolerances),
         **rdf,
     }
 
 
-def summarise(per_structure: dict[str, dict], ea_tolerance_ev: float = 0.03) -> dict:
-    """The worst of each metric over the structures: what a convergence target is held against; where a
-    structure ran at three temperatures or more, its flip Ea model against teacher (``flip_ea``)."""
+def flip_ea_by_structure(per_case: dict[str, dict], tolerance_ev: float, level: float = 0.95) -> dict[str, dict]:
+    """Per held-out structure run at >= 3 temperatures (cases named ``<structure>.T<K>``): Ea of the
+    committed flips, model - teacher, by equivalence (``equivalence.flip_ea_verdict``); inconclusive unless
+    both sides are resolved with flips at three temperatures or more."""
+    by_structure: dict[str, list[dict]] = {}
+    for name, case in per_case.items():
+        by_structure.setdefault(name.rsplit(".T", 1)[0], []).append(case)
+    out = {}
+    for structure, cases in by_structure.items():
+        if len({c.get("temperature_K") for c in cases} - {None}) < 3:
+            continue
+        usable = [c for c in cases if c.get("flips_resolved") and c.get("flip_exposure_metal_ps") and c.get("temperature_K")]
+        flips = tuple([c[FLIP_RATE_RATIO_KEY][key] for c in usable] for key in ("n_model", "n_teacher"))
+        exposures = tuple([c["flip_exposure_metal_ps"][side] for c in usable] for side in (0, 1))
+        out[structure] = equivalence.flip_ea_verdict([c["temperature_K"] for c in usable], flips, exposures,
+                                                     tolerance_ev, level)
+    return out
+
+
+@dataclass
+class DynamicsSummary:
+    """The worst of each metric over the held-out structures: what a convergence target is held against.
+
+    Stored as ``dataclasses.asdict`` (``dynamics_summary`` in ``metrics.json`` and in the validate step's
+    record); ``from_record`` reads it back. ``wasserstein_teacher_seeds_ang`` is the largest teacher noise
+    of any cell, ``wasserstein_worst_cell_teacher_seeds_ang`` that of the cell with the worst W1;
+    ``flip_rate_ratio`` the ratio farthest from 1 either way; ``flip_ea`` the flip-Ea verdict entry per
+    structure run at three temperatures or more; ``verdicts`` the worst verdict per check."""
+
+    m3_population_rel_error: float | None
+    wasserstein_ang: float | None
+    wasserstein_teacher_seeds_ang: float | None
+    wasserstein_worst_cell_teacher_seeds_ang: float | None
+    flip_rate_ratio: float | None
+    flip_ea: dict
+    verdicts: dict
+    n_structures: int
+
+    @classmethod
+    def from_record(cls, stored: dict | None) -> DynamicsSummary | None:
+        """The summary a record holds (None where it holds none); a key an older record lacks reads as None,
+        or as {} for ``flip_ea`` and ``verdicts``."""
+        if not isinstance(stored, dict):
+            return None
+        values = {f.name: stored.get(f.name) for f in fields(cls)}
+        return cls(**{**values, "flip_ea": values["flip_ea"] or {}, "verdicts": values["verdicts"] or {}})
+
+    @property
+    def noise_of_worst_cell_ang(self) -> float | None:
+        """The teacher's seed-to-seed W1 to set beside ``wasserstein_ang``: that of its own cell, or, for a
+        record older than that, the largest of any cell."""
+        if self.wasserstein_worst_cell_teacher_seeds_ang is not None:
+            return self.wasserstein_worst_cell_teacher_seeds_ang
+        return self.wasserstein_teacher_seeds_ang
+
+
+def summarise(per_structure: dict[str, dict], ea_tolerance_ev: float = 0.03) -> DynamicsSummary:
+    """The worst of each metric over the structures; where a structure ran at three temperatures or more,
+    its flip Ea model against teacher (``flip_ea``)."""
     def worst(values, key=lambda v: v):
         values = [v for v in values if v is not None]
         return max(values, key=key) if values else None
 
     rows = list(per_structure.values())
-    ratios = [r["flip_rate_ratio"]["ratio"] for r in rows]
+    ratios = [r[FLIP_RATE_RATIO_KEY]["ratio"] for r in rows]
     # the worst W1 is judged against its own cell's teacher noise: another cell's may be twice as large
-    worst_w1 = worst(rows, key=lambda r: r["wasserstein_ang"] if r["wasserstein_ang"] is not None else -np.inf)
-    flip_ea = equivalence.flip_ea_by_structure(per_structure, ea_tolerance_ev)
-    verdicts = equivalence.worst([r["verdicts"] for r in rows if r.get("verdicts")] + [
+    worst_w1 = worst(rows, key=lambda r: r[W1_KEY] if r[W1_KEY] is not None else -np.inf)
+    flip_ea = flip_ea_by_structure(per_structure, ea_tolerance_ev)
+    verdicts = equivalence.worst([r[VERDICTS_KEY] for r in rows if r.get(VERDICTS_KEY)] + [
         {"flip_ea": entry} for entry in flip_ea.values()])
-    return {
-        "m3_population_rel_error": worst([r["m3_population_rel_error"] for r in rows]),
-        "wasserstein_ang": worst([r["wasserstein_ang"] for r in rows]),
-        "wasserstein_teacher_seeds_ang": worst([r["wasserstein_teacher_seeds_ang"] for r in rows]),
-        "wasserstein_worst_cell_teacher_seeds_ang": worst_w1.get("wasserstein_teacher_seeds_ang") if worst_w1 else None,
-        # the ratio farthest from 1 either way; a model without flips where the teacher has some is 0
-        "flip_rate_ratio": worst(ratios, key=lambda v: abs(np.log(v)) if v > 0 else np.inf),
-        "flip_ea": flip_ea, "verdicts": verdicts, "n_structures": len(rows),
-    }
+    return DynamicsSummary(
+        m3_population_rel_error=worst([r[M3_REL_ERROR_KEY] for r in rows]),
+        wasserstein_ang=worst([r[W1_KEY] for r in rows]),
+        wasserstein_teacher_seeds_ang=worst([r[W1_TEACHER_SEEDS_KEY] for r in rows]),
+        wasserstein_worst_cell_teacher_seeds_ang=worst_w1.get(W1_TEACHER_SEEDS_KEY) if worst_w1 else None,
+        # a model without flips where the teacher has some is 0
+        flip_rate_ratio=worst(ratios, key=lambda v: abs(np.log(v)) if v > 0 else np.inf),
+        flip_ea=flip_ea, verdicts=verdicts, n_structures=len(rows),
+    )

@@ -10,6 +10,7 @@ the length that would measure it (spread falling as 1/sqrt(length)).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import stats
@@ -18,6 +19,24 @@ from lfpo_al.analysis.rates import arrhenius_fit
 
 PASS, FAIL, INCONCLUSIVE, UNMEASURABLE = "pass", "fail", "inconclusive", "unmeasurable"
 ORDER = (FAIL, UNMEASURABLE, INCONCLUSIVE, PASS)  # the worst first: a summary takes the worst case's verdict
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """What each verdict of a case allows: ``m3_rel`` (relative to the teacher's M3+), ``centre_ang`` (basin
+    centres), ``rate_factor`` (flip-rate ratio, a factor either way), ``wasserstein_ang`` (W1); None skips that
+    check. The defaults are the tolerances where no target is set."""
+
+    m3_rel: float | None = 0.10
+    centre_ang: float | None = 0.01
+    rate_factor: float | None = 1.5
+    wasserstein_ang: float | None = None
+
+    def or_defaults(self) -> Tolerances:
+        """Each tolerance left None here taken from the defaults (a target that is set replaces only its own)."""
+        default = Tolerances()
+        return Tolerances(**{f.name: getattr(default if getattr(self, f.name) is None else self, f.name)
+                             for f in fields(self)})
 
 
 def verdict(interval: list[float] | None, tolerance: tuple[float, float]) -> str:
@@ -55,28 +74,27 @@ def _entry(result: str, value, interval, tolerance, note: str = "") -> dict:
 
 
 def case_verdicts(model: list[dict], teacher: list[dict], ratio: dict, w1: float, w1_teacher_seeds: float | None,
-                  duration_ps: float, targets: dict) -> dict:
+                  duration_ps: float, tolerances: Tolerances) -> dict:
     """Verdicts of one held-out case from per-seed valence summaries (``resolved``, ``centre_ox``,
-    ``centre_red``, ``m3``) of each side, the flip-rate ratio and the W1 distances.
-
-    ``targets``: ``m3_rel`` (relative), ``centre_ang``, ``rate_factor``, ``wasserstein_ang``; None skips one."""
+    ``centre_red``, ``m3``) of each side, the flip-rate ratio and the W1 distances; a tolerance that is None
+    skips its check."""
     out: dict[str, dict] = {}
     resolved_m, resolved_t = all(s["resolved"] for s in model), all(s["resolved"] for s in teacher)
     out["valence_resolved"] = _entry(PASS if resolved_m == resolved_t else FAIL, [resolved_m, resolved_t], None, None,
                                      "model, teacher: every seed resolved")
     m3_teacher = float(np.mean([s["m3"] for s in teacher]))
-    if targets.get("m3_rel") is not None:
+    if tolerances.m3_rel is not None:
         diff, interval = seed_difference([s["m3"] for s in model], [s["m3"] for s in teacher])
-        tol = targets["m3_rel"] * m3_teacher
+        tol = tolerances.m3_rel * m3_teacher
         out["m3_population"] = _entry(verdict(interval, (-tol, tol)), diff, interval, (-tol, tol),
                                       "M3+ per cell from the two-state fit's weight, model - teacher")
-    if targets.get("centre_ang") is not None:
-        tol = targets["centre_ang"]
+    if tolerances.centre_ang is not None:
+        tol = tolerances.centre_ang
         for key in ("centre_ox", "centre_red"):
             diff, interval = seed_difference([s[key] for s in model], [s[key] for s in teacher])
             out[key] = _entry(verdict(interval, (-tol, tol)), diff, interval, (-tol, tol), "basin centre, model - teacher (A)")
-    if targets.get("rate_factor") is not None:
-        factor = targets["rate_factor"]
+    if tolerances.rate_factor is not None:
+        factor = tolerances.rate_factor
         tol = (-math.log(factor), math.log(factor))
         if not (resolved_m and resolved_t):
             out["flip_rate"] = _entry(INCONCLUSIVE, None, None, tol, "valence not resolved on both sides: rates withheld")
@@ -88,8 +106,8 @@ def case_verdicts(model: list[dict], teacher: list[dict], ratio: dict, w1: float
             value = None if not ratio.get("ratio") else round(math.log(ratio["ratio"]), 4)
             out["flip_rate"] = _entry(verdict([low, high], tol), value, [round(low, 4), round(high, 4)], tol,
                                       "ln(k_model / k_teacher), exact Poisson interval")
-    if targets.get("wasserstein_ang") is not None:
-        out["wasserstein"] = w1_verdict(w1, w1_teacher_seeds, targets["wasserstein_ang"], duration_ps)
+    if tolerances.wasserstein_ang is not None:
+        out["wasserstein"] = w1_verdict(w1, w1_teacher_seeds, tolerances.wasserstein_ang, duration_ps)
     return out
 
 
@@ -106,33 +124,21 @@ def w1_verdict(w1: float, noise: float | None, target: float, duration_ps: float
                   [round(max(w1 - noise, 0.0), 5), round(w1 + noise, 5)], (0.0, target), "W1 -/+ the teacher's seed-to-seed W1")
 
 
-def flip_ea_by_structure(per_case: dict[str, dict], tolerance_ev: float, level: float = 0.95) -> dict[str, dict]:
-    """Per held-out structure run at >= 3 temperatures (cases named ``<structure>.T<K>``): Ea of the
-    committed flips, model - teacher, with the Arrhenius fits' errors combined; inconclusive unless
-    both sides are resolved with flips at three temperatures or more."""
-    by_structure: dict[str, list[dict]] = {}
-    for name, case in per_case.items():
-        by_structure.setdefault(name.rsplit(".T", 1)[0], []).append(case)
-    out = {}
+def flip_ea_verdict(temperatures: list[float], flips: tuple[list[int], list[int]],
+                    exposures: tuple[list[float], list[float]], tolerance_ev: float, level: float = 0.95) -> dict:
+    """Ea of the committed flips, model - teacher, with the Arrhenius fits' errors combined, from the cases
+    where both sides are resolved: per case its temperature, and per side (model, teacher) its flips and
+    metal-picoseconds. Inconclusive with fewer than three temperatures with flips on both sides."""
+    fits = [arrhenius_fit(temperatures, n, exposure) if temperatures else None for n, exposure in zip(flips, exposures)]
+    if any(f is None or f["n_temperatures"] < 3 for f in fits):
+        return _entry(INCONCLUSIVE, None, None, (-tolerance_ev, tolerance_ev),
+                      "fewer than 3 temperatures with resolved flips on both sides")
     z = stats.norm.ppf(0.5 + level / 2)
-    for structure, cases in by_structure.items():
-        if len({c.get("temperature_K") for c in cases} - {None}) < 3:
-            continue
-        usable = [c for c in cases if c.get("flips_resolved") and c.get("flip_exposure_metal_ps") and c.get("temperature_K")]
-        fits = []
-        for side, key in ((0, "n_model"), (1, "n_teacher")):
-            fits.append(arrhenius_fit([c["temperature_K"] for c in usable], [c["flip_rate_ratio"][key] for c in usable],
-                                      [c["flip_exposure_metal_ps"][side] for c in usable]) if usable else None)
-        if any(f is None or f["n_temperatures"] < 3 for f in fits):
-            out[structure] = _entry(INCONCLUSIVE, None, None, (-tolerance_ev, tolerance_ev),
-                                    "fewer than 3 temperatures with resolved flips on both sides")
-            continue
-        diff = fits[0]["ea_ev"] - fits[1]["ea_ev"]
-        half = z * math.hypot(fits[0]["ea_err_ev"], fits[1]["ea_err_ev"])
-        interval = [round(diff - half, 4), round(diff + half, 4)]
-        out[structure] = _entry(verdict(interval, (-tolerance_ev, tolerance_ev)), round(diff, 4), interval,
-                                (-tolerance_ev, tolerance_ev), "flip Ea, model - teacher (eV)")
-    return out
+    diff = fits[0]["ea_ev"] - fits[1]["ea_ev"]
+    half = z * math.hypot(fits[0]["ea_err_ev"], fits[1]["ea_err_ev"])
+    interval = [round(diff - half, 4), round(diff + half, 4)]
+    return _entry(verdict(interval, (-tolerance_ev, tolerance_ev)), round(diff, 4), interval,
+                  (-tolerance_ev, tolerance_ev), "flip Ea, model - teacher (eV)")
 
 
 def worst(per_case: list[dict]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -47,7 +48,21 @@ def second_process(workers: int = 1) -> ProcessPoolExecutor:
 TEACHER_VALENCE = "teacher_valence"  # per-atom array of a reference taken from the teacher's moments
 
 
-def compare_geometry(model_relaxed: list[Atoms], references: list[Atoms], system: OlivineSystem) -> dict:
+@dataclass
+class GeometryComparison:
+    """The model's relaxed polaron structures against the teacher's: overall, then per structure."""
+
+    valence_agreement: float
+    mean_mo_bond_error_ang: float | None  # None: references from moments, no bonds to compare
+    max_mo_bond_error_ang: float | None
+    structures: list[dict]
+
+    def overall(self) -> dict:
+        """The overall figures (``metrics.json`` keys), without the per-structure rows."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "structures"}
+
+
+def compare_geometry(model_relaxed: list[Atoms], references: list[Atoms], system: OlivineSystem) -> GeometryComparison:
     """Per-M mean M-O bond error and valence agreement, over all structures and per structure.
 
     A reference is the teacher's relaxed structure (valence and bonds from its geometry), or a built
@@ -75,9 +90,9 @@ def compare_geometry(model_relaxed: list[Atoms], references: list[Atoms], system
         })
     agree = np.concatenate(agree)
     bond_errors = np.concatenate(bond_errors) if bond_errors else None
-    return {
-        "valence_agreement": float(agree.mean()),
-        "mean_mo_bond_error_ang": None if bond_errors is None else float(bond_errors.mean()),
-        "max_mo_bond_error_ang": None if bond_errors is None else float(bond_errors.max()),
-        "structures": per_structure,
-    }
+    return GeometryComparison(
+        valence_agreement=float(agree.mean()),
+        mean_mo_bond_error_ang=None if bond_errors is None else float(bond_errors.mean()),
+        max_mo_bond_error_ang=None if bond_errors is None else float(bond_errors.max()),
+        structures=per_structure,
+    )

@@ -69,20 +69,36 @@ def rmse(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a)))) if np.size(a) else float("nan")
 
 
-def error_table(predictions: list[Predictions], member: int = 0) -> dict:
-    """Energy (meV/atom), force (eV/A) and virial (meV/atom) RMSE per composition and overall."""
+@dataclass
+class CompositionErrors:
+    n_frames: int
+    energy_rmse_mev_per_atom: float
+    force_rmse_ev_per_ang: float
+    virial_rmse_mev_per_atom: float
+
+
+@dataclass
+class ErrorTable:
+    """Energy (meV/atom), force (eV/A) and virial (meV/atom) RMSE overall, and by composition (formula)."""
+
+    energy_rmse_mev_per_atom: float
+    force_rmse_ev_per_ang: float
+    virial_rmse_mev_per_atom: float
+    by_composition: dict[str, CompositionErrors]
+
+    def headline(self) -> dict[str, float]:
+        """The energy and force RMSE alone (what the distillation gate and the sweeps report)."""
+        return {"energy_rmse_mev_per_atom": self.energy_rmse_mev_per_atom, "force_rmse_ev_per_ang": self.force_rmse_ev_per_ang}
+
+
+def error_table(predictions: list[Predictions], member: int = 0) -> ErrorTable:
+    """The RMSE of member ``member`` overall and per composition."""
     rows, e_all, f_all, v_all = {}, [], [], []
     for p in predictions:
         e = (p.energy[member] - p.energy_ref) / p.n_atoms * 1000.0
         f = (p.force[member] - p.force_ref).ravel()
         v = (p.virial[member] - p.virial_ref).ravel() / p.n_atoms * 1000.0 if p.virial_ref is not None else np.array([])
-        rows[p.formula] = {"n_frames": int(len(p.energy_ref)), "energy_rmse_mev_per_atom": rmse(e),
-                           "force_rmse_ev_per_ang": rmse(f), "virial_rmse_mev_per_atom": rmse(v)}
+        rows[p.formula] = CompositionErrors(int(len(p.energy_ref)), rmse(e), rmse(f), rmse(v))
         e_all.append(e), f_all.append(f), v_all.append(v)
     cat = lambda parts: np.concatenate(parts) if parts else np.array([])  # noqa: E731
-    return {
-        "energy_rmse_mev_per_atom": rmse(cat(e_all)),
-        "force_rmse_ev_per_ang": rmse(cat(f_all)),
-        "virial_rmse_mev_per_atom": rmse(cat(v_all)),
-        "by_composition": rows,
-    }
+    return ErrorTable(rmse(cat(e_all)), rmse(cat(f_all)), rmse(cat(v_all)), rows)

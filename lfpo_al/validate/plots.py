@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lfpo_al.analysis.plots import save_figure  # noqa: E402
+from lfpo_al.validate.dynamics import FLIP_RATE_RATIO_KEY, VERDICTS_KEY, W1_KEY  # noqa: E402
 from lfpo_al.validate.metrics import Predictions  # noqa: E402
 
 
@@ -62,11 +63,11 @@ def dynamics_plot(compared: list[tuple[str, dict, object, object]], oxidised: in
                           label=f"{label} seed {seed}")
         ax_h.axvline(metrics["threshold_ang"], color="grey", lw=0.8)
         ax_h.set(xlabel="smoothed mean M-O (A)", ylabel="density",
-                 title=f"{name}: W1 {metrics['wasserstein_ang']:.4f} A")
+                 title=f"{name}: W1 {metrics[W1_KEY]:.4f} A")
         if metrics["m3_expected"] is not None:
             ax_t.axhline(metrics["m3_expected"], color="grey", lw=0.8, label="charge balance")
-        ratio = metrics["flip_rate_ratio"]["ratio"]
-        rate = (metrics.get("verdicts") or {}).get("flip_rate", {}).get("verdict", "-")
+        ratio = metrics[FLIP_RATE_RATIO_KEY]["ratio"]
+        rate = (metrics.get(VERDICTS_KEY) or {}).get("flip_rate", {}).get("verdict", "-")
         ax_t.set(xlabel="time (ps)", ylabel="M3+ count (committed)",
                  title=f"flip rate ratio {'withheld' if ratio is None else f'{ratio:.2f}'} ({rate})")
         ax_h.legend(fontsize=7)

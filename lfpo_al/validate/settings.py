@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lfpo_al.config import make_settings
 from lfpo_al.errors import UserError
+
+if TYPE_CHECKING:  # both import scipy: loaded where the dynamics are compared, not with the settings
+    from lfpo_al.validate.dynamics import DynamicsSummary
+    from lfpo_al.validate.equivalence import Tolerances
 
 POLARON_REFERENCES = ("auto", "teacher_relaxed", "teacher_moments")
 TEST_FRAME_KINDS = ("auto", "perturbed", "teacher_md")
@@ -106,10 +111,12 @@ class ValidateSettings:
     target_flip_rate_ratio: float | None = None
     target_basin_centre_ang: float | None = None
 
-    def targets(self) -> dict:
-        """The dynamics targets as the verdicts' tolerances (``validate.equivalence``)."""
-        return {"m3_rel": self.target_m3_population_rel_error, "centre_ang": self.target_basin_centre_ang,
-                "rate_factor": self.target_flip_rate_ratio, "wasserstein_ang": self.target_wasserstein_ang}
+    def targets(self) -> Tolerances:
+        """The dynamics targets as the verdicts' tolerances (``validate.equivalence``); None: no target."""
+        from lfpo_al.validate.equivalence import Tolerances
+
+        return Tolerances(m3_rel=self.target_m3_population_rel_error, centre_ang=self.target_basin_centre_ang,
+                          rate_factor=self.target_flip_rate_ratio, wasserstein_ang=self.target_wasserstein_ang)
 
     def reference_for(self, teacher_core_seconds_per_atom: float | None) -> str:
         """The polaron reference this teacher gets (``auto`` resolved)."""
@@ -154,15 +161,20 @@ class ValidateSettings:
                             f"(label.core_seconds_per_atom={teacher_core_seconds_per_atom}); pass its AIMD as "
                             "validate.dynamics.reference_md=[files] and set validate.dynamics.structures=[]")
 
-    def dynamics_converged(self, summary: dict | None) -> bool:
+    def dynamics_converged(self, summary: DynamicsSummary | dict | None) -> bool:
         """Every dynamics target that is set passes by equivalence on the worst structure; an inconclusive or
-        unmeasurable verdict does not count (no summary: not converged)."""
-        checks = {"m3_rel": ["m3_population"], "centre_ang": ["centre_ox", "centre_red"],
-                  "rate_factor": ["valence_resolved", "flip_rate"], "wasserstein_ang": ["wasserstein"]}
-        wanted = [key for target, keys in checks.items() if self.targets()[target] is not None for key in keys]
+        unmeasurable verdict does not count (no summary: not converged). ``summary`` may be as recorded."""
+        targets = self.targets()
+        checks = ((targets.m3_rel, ["m3_population"]), (targets.centre_ang, ["centre_ox", "centre_red"]),
+                  (targets.rate_factor, ["valence_resolved", "flip_rate"]), (targets.wasserstein_ang, ["wasserstein"]))
+        wanted = [key for target, keys in checks if target is not None for key in keys]
         if not wanted:
             return True
-        verdicts = (summary or {}).get("verdicts") or {}
+        if isinstance(summary, dict):
+            from lfpo_al.validate.dynamics import DynamicsSummary
+
+            summary = DynamicsSummary.from_record(summary)
+        verdicts = summary.verdicts if summary is not None else {}
         if self.target_flip_rate_ratio is not None and "flip_ea" in verdicts:  # where >= 3 temperatures ran
             wanted.append("flip_ea")
         return all(verdicts.get(key) == "pass" for key in wanted)

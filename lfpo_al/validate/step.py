@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -18,9 +18,11 @@ import numpy as np
 from ase import Atoms
 
 from lfpo_al import atomic
+from lfpo_al.selection.calibration import Calibration
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.structures.valence import metal_valences
 from lfpo_al.validate.dynamics import compare_trajectories, summarise
+from lfpo_al.validate.equivalence import Tolerances
 from lfpo_al.validate.geometry import TEACHER_VALENCE, compare_geometry, relax_all, second_process
 from lfpo_al.validate.md import DynamicsCase, run_cases
 from lfpo_al.validate.metrics import error_table, load_systems, predict
@@ -28,7 +30,8 @@ from lfpo_al.validate.plots import bond_parity_plot, dynamics_plot, parity_plot
 from lfpo_al.validate.settings import ValidateSettings
 
 log = logging.getLogger(__name__)
-DYNAMICS_DIR = "dynamics"  # member 0's held-out MD, inside the validate folder
+DYNAMICS_DIR = "dynamics"
+CALIBRATION_KEY = "calibration"  # metrics.json's entry of the calibration, as ValidateOutcome's field  # member 0's held-out MD, inside the validate folder
 
 
 def deviation_and_error(predictions) -> tuple[np.ndarray, np.ndarray]:
@@ -53,15 +56,23 @@ class Validation:
     n_test_frames: int
     out_dir: Path
 
-    def record(self, calibration: dict) -> dict:
-        """Add the calibration of ``deviation`` against ``force_error``; write ``metrics.json``; return it."""
-        calibration = {**calibration, "n_test_frames": self.n_test_frames,
-                       "n_new_frames": int(len(self.deviation) - self.n_test_frames)}
-        metrics = {**self.metrics, "calibration": calibration}
+    def record(self, calibration: Calibration) -> dict:
+        """Add the calibration of ``deviation`` against ``force_error`` (its frame counts filled in); write
+        ``metrics.json``; return it."""
+        calibration.n_test_frames = self.n_test_frames
+        calibration.n_new_frames = int(len(self.deviation) - self.n_test_frames)
+        metrics = {**self.metrics, CALIBRATION_KEY: asdict(calibration)}
         atomic.write_text(self.out_dir / "metrics.json", json.dumps(metrics, indent=2))
-        log.info("validate: E %.2f meV/atom, F %.3f eV/A, valence agreement %.2f",
-                 metrics["energy_rmse_mev_per_atom"], metrics["force_rmse_ev_per_ang"], metrics["valence_agreement"])
         return metrics
+
+
+def recorded_calibration(metrics_path: Path) -> Calibration | None:
+    """The calibration a validate step recorded in its ``metrics.json``; None where unreadable or absent."""
+    try:
+        metrics = json.loads(Path(metrics_path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return Calibration.from_record(metrics.get(CALIBRATION_KEY)) if isinstance(metrics, dict) else None
 
 
 def validate_step(
@@ -96,8 +107,8 @@ def validate_step(
         metrics.update(compare_dynamics(dynamics_cases, system, settings, out_dir))
     atomic.write_extxyz(out_dir / "relaxed_model.extxyz", relaxed)
     geometry = compare_geometry(relaxed, teacher_relaxed, system)
-    metrics.update({k: geometry[k] for k in ("valence_agreement", "mean_mo_bond_error_ang", "max_mo_bond_error_ang")})
-    metrics["geometry_by_structure"] = geometry["structures"]
+    metrics.update(geometry.overall())
+    metrics["geometry_by_structure"] = geometry.structures
     relaxed_refs = [i for i, a in enumerate(teacher_relaxed) if TEACHER_VALENCE not in a.arrays]
     if relaxed_refs:  # references from moments have no bonds to compare
         bonds_model = np.concatenate([metal_valences(relaxed[i], system)[0] for i in relaxed_refs])
@@ -108,7 +119,7 @@ def validate_step(
 
 
 def compare_dynamics_cases(cases: list[DynamicsCase], system: OlivineSystem, smoothing_fs: float,
-                           model_dir: Path, targets: dict | None = None) -> tuple[dict, list]:
+                           model_dir: Path, targets: Tolerances | None = None) -> tuple[dict, list]:
     """Per case, the model's runs (in ``model_dir``) against the teacher's: metrics by case name, and
     (name, metrics, model side, teacher side) for the figure."""
     from lfpo_al.analysis.trajectory import load_trajectory
@@ -130,9 +141,9 @@ def compare_dynamics(cases: list[DynamicsCase], system: OlivineSystem, settings:
     dynamics_plot(compared, system.valence.oxidised, out_dir / "dynamics.png")
     summary = summarise(per_case)
     log.info("validate dynamics: W1 %s A (teacher seeds %s), M3+ population error %s, flip rate ratio %s; verdicts %s",
-             summary["wasserstein_ang"], summary["wasserstein_teacher_seeds_ang"], summary["m3_population_rel_error"],
-             summary["flip_rate_ratio"], summary["verdicts"])
-    return {"dynamics": per_case, "dynamics_summary": summary}
+             summary.wasserstein_ang, summary.wasserstein_teacher_seeds_ang, summary.m3_population_rel_error,
+             summary.flip_rate_ratio, summary.verdicts)
+    return {"dynamics": per_case, "dynamics_summary": asdict(summary)}
 
 
 def _score(models: list[Path], test_dirs: list[Path], new_label_dirs,
@@ -143,8 +154,8 @@ def _score(models: list[Path], test_dirs: list[Path], new_label_dirs,
 
     members = [DeepPot(str(m)) for m in models]
     test = predict(members, load_systems(test_dirs))
-    metrics = error_table(test)
-    metrics["force_rmse_per_member"] = [error_table(test, member=i)["force_rmse_ev_per_ang"] for i in range(len(members))]
+    metrics = asdict(error_table(test))
+    metrics["force_rmse_per_member"] = [error_table(test, member=i).force_rmse_ev_per_ang for i in range(len(members))]
     parity_plot(test, out_dir / "parity.png", title="test set, member 0")
 
     new = predict(members, load_systems([d for d in new_label_dirs if Path(d).exists()]))
