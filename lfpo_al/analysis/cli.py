@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from lfpo_al import atomic
 from lfpo_al.analysis import report
-from lfpo_al.analysis.pipeline import analyze_trajectory
+from lfpo_al.analysis.pipeline import TRACKED_COLUMNS, analyze_trajectory
 from lfpo_al.analysis.production import TrajectorySource, model_paths, run_production, trust_level
 from lfpo_al.analysis.settings import AnalysisSettings
 from lfpo_al.analysis.trajectory import load_trajectory
@@ -163,9 +163,7 @@ def _track(tracking, out_dir: Path, run_name: str | None, summary: dict, cfg: Di
 
     tracker = Tracker(tracking, out_dir, f"{run_name or 'trajectories'}-analysis", shareable(cfg)[0])
     try:
-        columns = ["trajectory", "temperature_K", "n_frames", "duration_ps", "valence_resolved", "n_fe_flips",
-                   "fe_flips_noise_floor", "n_li_hops", "fe_flip_rate_per_fe_per_ps", "li_hop_rate_per_li_per_ps",
-                   "trusted_fraction"]
+        columns = list(TRACKED_COLUMNS)
         tracker.table("analysis/runs", columns, [[row.get(c) for c in columns] for row in summary["runs"]])
         metrics = {}
         for kind, fit in (summary.get("arrhenius") or {}).items():

@@ -45,6 +45,11 @@ class RunResult:
         return (np.asarray(frames) + self.first_frame) * self.frame_interval_fs / 1000.0
 
 
+# the columns of a run's row that tracking shows as a table, in order
+TRACKED_COLUMNS = ("trajectory", "temperature_K", "n_frames", "duration_ps", "valence_resolved", "n_fe_flips",
+                   "fe_flips_noise_floor", "n_li_hops", "fe_flip_rate_per_fe_per_ps", "li_hop_rate_per_li_per_ps",
+                   "trusted_fraction")
+
 def _columns(array: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """The chosen frames (last axis) of an (atoms, frames) array; no copy when that is all of them."""
     return array if len(frames) == array.shape[-1] else array[:, frames]

@@ -16,7 +16,7 @@ from lfpo_al import atomic
 from lfpo_al.config import instantiate_group, make_settings, to_plain
 from lfpo_al.distill.gate import gate_checks
 from lfpo_al.distill.settings import DistillSettings
-from lfpo_al.distill.step import eval_ms, heldout_errors, label_trajectories, run_dynamics, teacher_md, train_student
+from lfpo_al.distill.step import HELDOUT_FRAMES, eval_ms, heldout_errors, label_trajectories, run_dynamics, teacher_md, train_student
 from lfpo_al.errors import UserError
 from lfpo_al.layout import REPORT_PASSED, DistillLayout, RunLayout
 from lfpo_al.loop.data import deepmd_systems
@@ -24,6 +24,7 @@ from lfpo_al.loop.state import RunState
 from lfpo_al.structures.builder import BuildSpec
 from lfpo_al.train.ensemble import count_frames
 from lfpo_al.validate.settings import DynamicsSettings
+from lfpo_al.validate.metrics import ENERGY_RMSE, FORCE_RMSE
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def distill(settings, system, explore, build_defaults, machine, teacher: Path, l
 def print_report(report: dict, layout: DistillLayout) -> None:
     held = report["heldout"][report["used"]]
     print(f"\nstudent {report['student']} ({report['used']}): held-out vs teacher model, "
-          f"F {held['force_rmse_ev_per_ang']:.4f} eV/A, E {held['energy_rmse_mev_per_atom']:.2f} meV/atom "
-          f"({report['heldout']['n_frames']} frames); {report['eval_atoms']}-atom evaluation "
+          f"F {held[FORCE_RMSE]:.4f} eV/A, E {held[ENERGY_RMSE]:.2f} meV/atom "
+          f"({report['heldout'][HELDOUT_FRAMES]} frames); {report['eval_atoms']}-atom evaluation "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in report["eval_ms_per_frame"].items()))
     for c in report["checks"]:
         print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['check']}: {c['value']} (limit {c['limit']})"

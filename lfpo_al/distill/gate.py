@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lfpo_al.distill.settings import GateSettings
 from lfpo_al.validate.dynamics import VERDICTS_KEY
+from lfpo_al.validate.metrics import ENERGY_RMSE, FORCE_RMSE
 
 
 def _check(name: str, value, limit, passed: bool, note: str = "") -> dict:
@@ -23,9 +24,9 @@ def verdict_check(name: str, entry: dict | None) -> dict:
 def gate_checks(errors: dict, dynamics: dict[str, dict], gate: GateSettings, used: str) -> list[dict]:
     """Checks of the model ``used`` (a key of ``errors``) on the held-out frames, then per dynamics case the
     same equivalence verdicts as the validation (tolerances from the gate, ``GateSettings.targets``)."""
-    e, f = errors[used]["energy_rmse_mev_per_atom"], errors[used]["force_rmse_ev_per_ang"]
-    checks = [_check("force_rmse_ev_per_ang", round(f, 4), gate.max_force_rmse_ev_per_ang, f <= gate.max_force_rmse_ev_per_ang),
-              _check("energy_rmse_mev_per_atom", round(e, 3), gate.max_energy_rmse_mev_per_atom,
+    e, f = errors[used][ENERGY_RMSE], errors[used][FORCE_RMSE]
+    checks = [_check(FORCE_RMSE, round(f, 4), gate.max_force_rmse_ev_per_ang, f <= gate.max_force_rmse_ev_per_ang),
+              _check(ENERGY_RMSE, round(e, 3), gate.max_energy_rmse_mev_per_atom,
                      e <= gate.max_energy_rmse_mev_per_atom)]
     for case, m in dynamics.items():
         verdicts = m.get(VERDICTS_KEY) or {}

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 NO_ABORT = 1.0e6  # one model: its deviation is zero; never stop the teacher's MD on it
 
 
+HELDOUT_FRAMES = "n_frames"  # the held-out errors' frame count, beside each model's errors
+
 def student_input(settings: DistillSettings, type_map: list[str], systems: list[Path]) -> dict:
     """A from-scratch deepmd input for the student (energies and forces; the teacher's MD is NVT); data paths
     absolute, as the task runs in the dispatcher's own folder."""
@@ -160,5 +162,5 @@ def heldout_errors(teacher: Path, models: dict[str, Path], cases: list[DynamicsC
     for name, path in models.items():
         table = error_table(predict([DeepPot(str(path))], systems))
         out[name] = table.headline()
-    out["n_frames"] = sum(len(s) for s in systems)
+    out[HELDOUT_FRAMES] = sum(len(s) for s in systems)
     return out

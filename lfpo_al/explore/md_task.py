@@ -19,6 +19,8 @@ RESULT_FILE = "result.json"
 # what makes a finished trajectory the one asked for
 RESUME_KEYS = ("family", "temperature", "seed", "driver", "models", "n_steps", "timestep_fs", "record_every",
                "score_every")
+# what the replicas one process advances together must share (the torch-sim engine's batches)
+BATCH_SHARED_KEYS = ("models", "driver", "system", "ensemble", "n_steps", "timestep_fs", "record_every", "score_every")
 
 
 @dataclass(kw_only=True)

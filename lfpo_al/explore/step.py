@@ -111,9 +111,9 @@ def explore_step(
             family=family,
             temperature=float(temperature),
             seed=settings.seed + 1000 * iteration + index,
-            **{k: getattr(settings, k) for k in (
-                "ensemble", "n_steps", "timestep_fs", "record_every", "friction_per_fs",
-                "abort_deviation", "min_distance", "score_every")},
+            ensemble=settings.ensemble, n_steps=settings.n_steps, timestep_fs=settings.timestep_fs,
+            record_every=settings.record_every, friction_per_fs=settings.friction_per_fs,
+            abort_deviation=settings.abort_deviation, min_distance=settings.min_distance, score_every=settings.score_every,
         )
         if (task_dir / RESULT_FILE).is_file():
             if differs := task.changed_keys(task_dir):

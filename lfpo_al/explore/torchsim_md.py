@@ -24,10 +24,9 @@ from ase.data import chemical_symbols
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from lfpo_al.explore.md_common import DEVI_HEADER, Stop, annotate, fill_unscored, stop_at, write_outputs
-from lfpo_al.explore.md_task import MDResult, MDTask
+from lfpo_al.explore.md_task import BATCH_SHARED_KEYS, MDResult, MDTask
 from lfpo_al.torchscript import use_simple_executor
 
-SHARED_KEYS = ("models", "driver", "system", "ensemble", "n_steps", "timestep_fs", "record_every", "score_every")
 
 
 def size_groups(n_atoms: np.ndarray) -> list[np.ndarray]:
@@ -152,10 +151,10 @@ class BatchLangevin:
 def check_shared(tasks: list[MDTask]) -> MDTask:
     """The settings every replica of a batch must share; a one-line error names the first that differs."""
     records = [task.record() for task in tasks]
-    for key in SHARED_KEYS:
+    for key in BATCH_SHARED_KEYS:
         values = {json.dumps(record[key], sort_keys=True) for record in records}
         if len(values) > 1:
-            raise SystemExit(f"the replicas of one batch differ in {key!r}; a batch shares {', '.join(SHARED_KEYS)}")
+            raise SystemExit(f"the replicas of one batch differ in {key!r}; a batch shares {', '.join(BATCH_SHARED_KEYS)}")
     if tasks[0].ensemble != "nvt":
         raise SystemExit(f"ensemble {tasks[0].ensemble!r}: the torch-sim engine runs nvt (Langevin) only")
     return tasks[0]

@@ -13,16 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
-from lfpo_al.loop.outcomes import (
-    STEP_OUTCOMES,
-    ExploreOutcome,
-    FinalOutcome,
-    IterationRow,
-    LabelOutcome,
-    SelectOutcome,
-    TrainOutcome,
-    ValidateOutcome,
-)
+from lfpo_al.loop import outcomes
+from lfpo_al.loop.outcomes import STEP_OUTCOMES, IterationRow
 from lfpo_al.loop.state import RunState
 from lfpo_al.selection.calibration import Calibration
 from lfpo_al.validate.settings import ValidateSettings
@@ -33,17 +25,17 @@ log = logging.getLogger(__name__)
 class IterationSteps(Protocol):
     """One iteration's steps, each run at most once per iteration and run; ``finish`` once per run."""
 
-    def train(self, k: int) -> TrainOutcome: ...
+    def train(self, k: int) -> outcomes.TrainOutcome: ...
 
-    def explore(self, k: int) -> ExploreOutcome: ...
+    def explore(self, k: int) -> outcomes.ExploreOutcome: ...
 
-    def select(self, k: int, labels_left: int, calibration: Calibration | None) -> SelectOutcome: ...
+    def select(self, k: int, labels_left: int, calibration: Calibration | None) -> outcomes.SelectOutcome: ...
 
-    def label(self, k: int, selection: SelectOutcome) -> LabelOutcome: ...
+    def label(self, k: int, selection: outcomes.SelectOutcome) -> outcomes.LabelOutcome: ...
 
-    def validate(self, k: int) -> ValidateOutcome: ...
+    def validate(self, k: int) -> outcomes.ValidateOutcome: ...
 
-    def finish(self, k: int, row: IterationRow, reason: str) -> FinalOutcome:
+    def finish(self, k: int, row: IterationRow, reason: str) -> outcomes.FinalOutcome:
         """Freeze iteration ``k``'s ensemble as the run's final models."""
 
 

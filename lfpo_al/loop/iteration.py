@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lfpo_al import atomic
+from lfpo_al.explore.result import ExplorationResult
 from lfpo_al.explore.step import explore_step
 from lfpo_al.layout import RunLayout
 from lfpo_al.label.driver import label_frames
@@ -69,6 +70,9 @@ class RunSteps:
 
     def __init__(self, comp: Components, data: RunData, tracker=None, run_name: str = ""):
         self.comp, self.data, self.tracker, self.run_name = comp, data, tracker, run_name
+        # what a step of this process handed on in memory; a resumed step's comes from its folder
+        self.explorations: dict[int, ExplorationResult] = {}
+        self.selections: dict[int, SelectionReport] = {}
 
     def models(self, k: int) -> list[Path]:
         # from the layout, not the record: a moved run folder finds its own
@@ -88,17 +92,21 @@ class RunSteps:
         comp = self.comp
         exploration = explore_step(comp.explore, comp.system, comp.build_defaults, self.models(k),
                                    self.data.step_dir(k, "explore"), comp.machine.for_step("explore"), iteration=k)
+        self.explorations[k] = exploration
         return ExploreOutcome.from_result(exploration)
 
     def select(self, k: int, labels_left: int, calibration: Calibration | None) -> SelectOutcome:
         data = self.data
         record = run_record([(data.step_dir(j, "select"), data.step_dir(j, "label")) for j in range(k)])
         report = select_step(data.step_dir(k, "explore"), data.step_dir(k, "select"), self.comp.selection.capped(labels_left),
-                             calibration=calibration, models=self.models(k), system=self.comp.system, teacher_record=record)
+                             calibration=calibration, exploration=self.explorations.get(k), models=self.models(k),
+                             system=self.comp.system, teacher_record=record)
+        self.selections[k] = report
         return SelectOutcome.from_report(report)
 
     def label(self, k: int, selection: SelectOutcome) -> LabelOutcome:
-        frames = SelectionReport.read(self.data.step_dir(k, "select")).selected_frames() if selection.n_selected else []
+        report = self.selections.get(k) or SelectionReport.read(self.data.step_dir(k, "select"))
+        frames = report.selected_frames() if selection.n_selected else []
         report = label_frames(frames, self.comp.labeler, self.comp.machine.for_step("label"), self.data.step_dir(k, "label"),
                               self.comp.system)
         return LabelOutcome.from_report(report)

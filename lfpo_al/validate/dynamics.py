@@ -24,6 +24,7 @@ from lfpo_al.analysis.trajectory import Trajectory
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.validate import equivalence
 from lfpo_al.validate.equivalence import Tolerances
+from lfpo_al.validate.settings import FLIP_EA_VERDICT
 
 # the keys of a case's metrics that are read back (the summary, the figure, the flip Ea), spelled once
 M3_REL_ERROR_KEY = "m3_population_rel_error"
@@ -236,8 +237,10 @@ class DynamicsSummary:
         or as {} for ``flip_ea`` and ``verdicts``."""
         if not isinstance(stored, dict):
             return None
-        values = {f.name: stored.get(f.name) for f in fields(cls)}
-        return cls(**{**values, "flip_ea": values["flip_ea"] or {}, "verdicts": values["verdicts"] or {}})
+        def value(field):  # a mapping an older record lacks (or holds null) is empty, any other value None
+            return (stored.get(field.name) or {}) if field.type == "dict" else stored.get(field.name)
+
+        return cls(**{field.name: value(field) for field in fields(cls)})
 
     @property
     def noise_of_worst_cell_ang(self) -> float | None:
@@ -261,7 +264,7 @@ def summarise(per_structure: dict[str, dict], ea_tolerance_ev: float = 0.03) -> 
     worst_w1 = worst(rows, key=lambda r: r[W1_KEY] if r[W1_KEY] is not None else -np.inf)
     flip_ea = flip_ea_by_structure(per_structure, ea_tolerance_ev)
     verdicts = equivalence.worst([r[VERDICTS_KEY] for r in rows if r.get(VERDICTS_KEY)] + [
-        {"flip_ea": entry} for entry in flip_ea.values()])
+        {FLIP_EA_VERDICT: entry} for entry in flip_ea.values()])
     return DynamicsSummary(
         m3_population_rel_error=worst([r[M3_REL_ERROR_KEY] for r in rows]),
         wasserstein_ang=worst([r[W1_KEY] for r in rows]),

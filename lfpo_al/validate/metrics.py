@@ -69,6 +69,10 @@ def rmse(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a)))) if np.size(a) else float("nan")
 
 
+# the keys of ErrorTable.headline(), as the distillation report stores and prints them
+ENERGY_RMSE, FORCE_RMSE = "energy_rmse_mev_per_atom", "force_rmse_ev_per_ang"
+
+
 @dataclass
 class CompositionErrors:
     n_frames: int
@@ -88,7 +92,7 @@ class ErrorTable:
 
     def headline(self) -> dict[str, float]:
         """The energy and force RMSE alone (what the distillation gate and the sweeps report)."""
-        return {"energy_rmse_mev_per_atom": self.energy_rmse_mev_per_atom, "force_rmse_ev_per_ang": self.force_rmse_ev_per_ang}
+        return {ENERGY_RMSE: self.energy_rmse_mev_per_atom, FORCE_RMSE: self.force_rmse_ev_per_ang}
 
 
 def error_table(predictions: list[Predictions], member: int = 0) -> ErrorTable:

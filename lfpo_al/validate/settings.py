@@ -23,6 +23,8 @@ def is_cheap_teacher(core_seconds_per_atom: float | None) -> bool:
     return core_seconds_per_atom is not None and core_seconds_per_atom <= CHEAP_TEACHER_S_PER_ATOM
 
 
+FLIP_EA_VERDICT = "flip_ea"  # the verdict on the flip activation energy, model against teacher
+
 @dataclass
 class DynamicsSettings:
     """MD of ensemble member 0 and of the teacher from the same held-out starts: same thermostat (Langevin,
@@ -175,6 +177,6 @@ class ValidateSettings:
 
             summary = DynamicsSummary.from_record(summary)
         verdicts = summary.verdicts if summary is not None else {}
-        if self.target_flip_rate_ratio is not None and "flip_ea" in verdicts:  # where >= 3 temperatures ran
-            wanted.append("flip_ea")
+        if self.target_flip_rate_ratio is not None and FLIP_EA_VERDICT in verdicts:  # where >= 3 temperatures ran
+            wanted.append(FLIP_EA_VERDICT)
         return all(verdicts.get(key) == "pass" for key in wanted)
