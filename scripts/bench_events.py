@@ -40,6 +40,9 @@ def naive_bonds(symbols, positions, cell, metal, n=6, cutoff=3.2):
     return out
 
 
+SMOOTH_FRAMES = 11  # the running mean the valence model smooths the bonds with
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--supercell", type=int, nargs=3, default=[4, 4, 4])
@@ -68,7 +71,7 @@ def main() -> None:
 
     def flips_pipeline():  # the analysis's valence model: fit, intervals, committed flips, noise floor
         bonds = mean_bond_lengths(traj.positions, traj.cells, metal, oxygen, dtype=np.float32, metal_major=True)
-        valence = classify(bonds, 11, args.frame_interval_fs, 600.0, ValenceRule(), len(metal) / 2)
+        valence = classify(bonds, SMOOTH_FRAMES, args.frame_interval_fs, 600.0, ValenceRule(), len(metal) / 2)
         return bonds, valence.flips
 
     def hops_pipeline():
@@ -121,7 +124,7 @@ def main() -> None:
     offset = max((abs(f[2] - t[2]) for f, t in zip(found_f, true_f)), default=0) if same_events else None
     print(f"programmed events recovered: flips {len(found_f)}/{len(truth.flips)}, hops {len(found_h)}/{len(truth.hops)}; "
           + (f"same atoms and signs, hop frames exact, flip frames within {offset} frame(s) "
-             f"(running mean of {params.smooth_frames} frames)" if same_events else "MISMATCH"))
+             f"(running mean of {SMOOTH_FRAMES} frames)" if same_events else "MISMATCH"))
 
 if __name__ == "__main__":
     main()
