@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lfpo_al import atomic
+from lfpo_al.stored import from_stored
 from lfpo_al.structures.system import OlivineSystem
 
 TASK_FILE = "task.json"
@@ -89,5 +90,4 @@ class MDResult:
     @classmethod
     def read(cls, task_dir: str | Path) -> MDResult:
         """``result.json`` read back; a key an older release did not write (``stop_step``) is None."""
-        record = json.loads((Path(task_dir) / RESULT_FILE).read_text())
-        return cls(**{f.name: record.get(f.name) for f in fields(cls)})
+        return from_stored(cls, json.loads((Path(task_dir) / RESULT_FILE).read_text()))

@@ -7,11 +7,12 @@ importing the MD machinery.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lfpo_al import atomic
 from lfpo_al.errors import UserError
+from lfpo_al.stored import from_stored
 
 SUMMARY = "summary.json"
 
@@ -30,8 +31,7 @@ class TrajectoryResult:
     @classmethod
     def from_record(cls, record: dict) -> TrajectoryResult:
         """A summary entry read back; keys other releases wrote beside these are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in record.items() if key in names})
+        return from_stored(cls, record)
 
 
 @dataclass

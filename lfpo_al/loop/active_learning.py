@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
+from lfpo_al.layout import STEPS
 from lfpo_al.loop import outcomes
 from lfpo_al.loop.outcomes import STEP_OUTCOMES, IterationRow
 from lfpo_al.loop.state import RunState
@@ -115,7 +116,7 @@ class ActiveLearningLoop:
         row.select = self.step(k, "select", lambda: steps.select(k, labels_left, calibration))
         row.label = self.step(k, "label", lambda: steps.label(k, row.select))
         row.validate = self.step(k, "validate", lambda: steps.validate(k))
-        row.steps = ["train", "explore", "select", "label", "validate"]
+        row.steps = list(STEPS)
         return row
 
     def run(self) -> LoopEnd:

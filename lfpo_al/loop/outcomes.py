@@ -7,19 +7,19 @@ an older record lacks is None, a key it does not know is left out.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from lfpo_al.selection.calibration import Calibration
+from lfpo_al.stored import from_stored
 from lfpo_al.validate.dynamics import DynamicsSummary
 
 
 class Recorded:
-    """``from_record``: the outcome of a stored step, its missing keys None."""
+    """``from_record``: the outcome of a stored step (``lfpo_al.stored.from_stored``)."""
 
     @classmethod
     def from_record(cls, outputs: dict | None):
-        outputs = outputs if isinstance(outputs, dict) else {}
-        return cls(**{f.name: outputs.get(f.name) for f in fields(cls)})
+        return from_stored(cls, outputs if isinstance(outputs, dict) else {})
 
 
 @dataclass
@@ -78,8 +78,7 @@ class SelectOutcome(Recorded):
         levels = report.trust_levels
         return cls(n_accurate=report.n_accurate, n_candidate=report.n_candidate, n_failed=report.n_failed,
                    n_selected=report.n_selected, accurate_ratio=report.accurate_ratio, trust_lo=levels.trust_lo,
-                   trust_hi=levels.trust_hi if levels.trust_hi is not None and levels.trust_hi != float("inf") else None,
-                   source=levels.source)
+                   trust_hi=levels.trust_hi, source=levels.source)
 
 
 @dataclass

@@ -45,7 +45,7 @@ correlation that is not significant (p > 0.05) and levels extrapolated beyond th
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ from scipy import stats
 
 from lfpo_al.errors import UserError
 from lfpo_al.selection.settings import SelectionSettings
+from lfpo_al.stored import from_stored
 
 MIN_FRAMES = 3
 SIGNIFICANCE = 0.05
@@ -94,11 +95,7 @@ class Calibration:
     def from_record(cls, record: dict | None) -> Calibration | None:
         """A stored calibration read back: a key it lacks takes its default (None for the settings it was made
         with), a key a newer or older release wrote beside these is ignored."""
-        if not isinstance(record, dict):
-            return None
-        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
-        return cls(**{f.name: record[f.name] if f.name in record else None
-                      for f in fields(cls) if f.name in record or f.name in required})
+        return from_stored(cls, record) if isinstance(record, dict) else None
 
 
 def default_trust_levels(target_force_error: float, trust_hi_factor: float = 4.0) -> tuple[float, float]:

@@ -14,7 +14,7 @@ Over the structures, ``summarise`` keeps the worst of each (``DynamicsSummary``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from lfpo_al.analysis.trajectory import Trajectory
 from lfpo_al.structures.system import OlivineSystem
 from lfpo_al.validate import equivalence
 from lfpo_al.validate.equivalence import Tolerances
+from lfpo_al.stored import from_stored
 from lfpo_al.validate.settings import FLIP_EA_VERDICT
 
 # the keys of a case's metrics that are read back (the summary, the figure, the flip Ea), spelled once
@@ -237,10 +238,9 @@ class DynamicsSummary:
         or as {} for ``flip_ea`` and ``verdicts``."""
         if not isinstance(stored, dict):
             return None
-        def value(field):  # a mapping an older record lacks (or holds null) is empty, any other value None
-            return (stored.get(field.name) or {}) if field.type == "dict" else stored.get(field.name)
-
-        return cls(**{field.name: value(field) for field in fields(cls)})
+        summary = from_stored(cls, stored)
+        summary.flip_ea, summary.verdicts = summary.flip_ea or {}, summary.verdicts or {}  # null or absent: none
+        return summary
 
     @property
     def noise_of_worst_cell_ang(self) -> float | None:
