@@ -49,6 +49,7 @@ def write_tasks(members, system, folder, explore, abort=(None, None, None)) -> l
     return names
 
 
+@pytest.mark.slow  # the first test of its group on its worker: it also trains the session's tiny_members
 def test_a_batch_writes_what_ase_md_writes_scored_by_every_member(tiny_members, machine, load_system, tmp_path):
     exploration = explore_step(settings(score_every=2, replicas_per_task=2), load_system("lfpo"),
                                BuildSpec(supercell=[1, 1, 1]), [m.frozen for m in tiny_members], tmp_path, machine)
